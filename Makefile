@@ -1,0 +1,82 @@
+# bi_platform — the README's commands. `make run` and `make test` work on a fresh clone:
+# they create .venv, install what is missing and start the services they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BI_PLATFORM_HOME ?= .bi_platform
+export BI_PLATFORM_HOME
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 3000
+PYTEST_ARGS ?=
+LOAD_SERVICES_ENV := set -a && . "$(BI_PLATFORM_HOME)/services.env" && set +a
+
+.PHONY: help run test ui up down status lint format clean system-deps python-check
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+python-check:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python >= 3.11 is required, $(PYTHON) is " + sys.version.split()[0])'
+
+system-deps:
+	@scripts/ensure-system-deps.sh
+
+$(BIN)/python: | python-check
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+
+# One stamp per install flavour; pyproject.toml changes trigger a reinstall.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	@echo ">> installing bi_platform into $(VENV) (log: $(VENV)/pip.log)"
+	@$(BIN)/pip install -e . >> $(VENV)/pip.log 2>&1 || { tail -n 60 $(VENV)/pip.log; exit 1; }
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	@echo ">> installing bi_platform[dev] into $(VENV) (log: $(VENV)/pip.log)"
+	@$(BIN)/pip install -e '.[dev]' >> $(VENV)/pip.log 2>&1 || { tail -n 60 $(VENV)/pip.log; exit 1; }
+	@touch $@ $(VENV)/.installed-run
+
+up: system-deps $(VENV)/.installed-run  ## start local services (PostgreSQL) and write services.env
+	$(BIN)/bi-platform up
+	@# Dagster's CLI loads ./.env: link it to services.env (never over a .env of your own).
+	@if [ ! -e .env ] || [ -L .env ]; then ln -sfn "$(BI_PLATFORM_HOME)/services.env" .env; \
+	else echo ">> .env exists and is not ours: load $(BI_PLATFORM_HOME)/services.env yourself"; fi
+
+run: up  ## install, start services, materialize every asset
+	@assets="$$($(BIN)/bi-platform assets)"; \
+	if [ -z "$$assets" ]; then \
+	  echo ">> the code location defines no assets yet: nothing to materialize"; \
+	else \
+	  $(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions --select '*'; \
+	fi
+	@$(BIN)/bi-platform status
+
+test: system-deps $(VENV)/.installed-dev  ## install dev deps, lint, run the test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+ui: up  ## the Dagster UI (dagster dev) on http://$(UI_HOST):$(UI_PORT)
+	$(LOAD_SERVICES_ENV) && exec $(BIN)/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
+
+status:  ## what runs (JSON)
+	@$(BIN)/bi-platform status --json
+
+down:  ## stop local services
+	@if [ -x $(BIN)/bi-platform ]; then $(BIN)/bi-platform down; fi
+
+lint: $(VENV)/.installed-dev  ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-dev  ## ruff fix + format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: down  ## stop services, remove .venv and $(BI_PLATFORM_HOME)
+	if [ -L .env ]; then rm .env; fi
+	rm -rf $(VENV) $(BI_PLATFORM_HOME) .pytest_cache .ruff_cache build *.egg-info

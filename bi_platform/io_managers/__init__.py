@@ -1,0 +1,1 @@
+"""IO managers shared by the domains (the size-routed Polars/Dask Parquet IO manager)."""

@@ -1,0 +1,67 @@
+"""``PostgresResource``: pooled psycopg 3 connections to the platform database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import psycopg
+from psycopg_pool import ConnectionPool
+from pydantic import Field, PrivateAttr
+
+from bi_platform.runtime.services import database_url, mask_password
+from bi_platform.settings import get_settings
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The platform's PostgreSQL database through a psycopg 3 connection pool.
+
+    ``database_url`` defaults to ``DATABASE_URL``, else the running local cluster that
+    ``bi-platform up`` started under ``$BI_PLATFORM_HOME``. The pool opens lazily on the
+    first connection and closes when the step ends.
+    """
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL. Default: DATABASE_URL, else the local cluster.",
+    )
+    min_size: int = Field(default=1, ge=0, description="Connections the pool keeps open.")
+    max_size: int = Field(default=4, ge=1, description="Upper bound of pooled connections.")
+    application_name: str = Field(default="bi_platform", description="Shown in pg_stat_activity.")
+
+    _pool: ConnectionPool | None = PrivateAttr(default=None)
+
+    def resolved_url(self) -> str:
+        return self.database_url or database_url(get_settings())
+
+    @property
+    def masked_url(self) -> str:
+        """The URL for logs and metadata: the password never leaves the resource."""
+        return mask_password(self.resolved_url())
+
+    def _get_pool(self) -> ConnectionPool:
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.resolved_url(),
+                min_size=self.min_size,
+                max_size=self.max_size,
+                kwargs={"application_name": self.application_name},
+                open=True,
+                name=self.application_name,
+            )
+        return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; the transaction commits on success, rolls back on error."""
+        with self._get_pool().connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Embedded services (local PostgreSQL), paths and the `bi-platform` CLI."""

@@ -1,0 +1,112 @@
+"""The ``bi-platform`` command: local services and platform chores.
+
+bi-platform up [--json]       start (or reach) PostgreSQL, write services.env
+bi-platform down              stop the local PostgreSQL
+bi-platform status [--json]   what runs, with secrets masked
+bi-platform env               `export` lines for a shell: eval "$(bi-platform env)"
+bi-platform assets            the asset keys of the code location, one per line
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from typing import NoReturn
+
+import click
+
+from bi_platform.runtime import services
+from bi_platform.runtime.postgres import PostgresRuntimeError
+from bi_platform.settings import Settings, SettingsError, get_settings
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.bi_platform_log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(exc: Exception) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """bi_platform: one Dagster code location for five BI data systems."""
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        _fail(exc)
+    _configure_logging(settings)
+    ctx.obj = settings
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def up(settings: Settings, as_json: bool) -> None:
+    """Start the local PostgreSQL (unless DATABASE_URL is set); write services.env."""
+    try:
+        service = services.up(settings)
+    except PostgresRuntimeError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"postgres": service.as_json()}))
+    else:
+        click.echo(f"postgres ({service.mode}): {service.as_json()['url']}")
+        click.echo(f"services.env: {settings.services_env_file}")
+
+
+@main.command()
+@click.pass_obj
+def down(settings: Settings) -> None:
+    """Stop the local PostgreSQL."""
+    try:
+        stopped = services.down(settings)
+    except PostgresRuntimeError as exc:
+        _fail(exc)
+    click.echo("postgres: stopped" if stopped else "postgres: was not running")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def status(settings: Settings, as_json: bool) -> None:
+    """Show whether PostgreSQL runs and where (passwords masked)."""
+    report = services.status_json(settings)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    pg = report["postgres"]
+    state = "running" if pg["running"] else "stopped"
+    click.echo(f"postgres ({pg['mode']}): {state} {pg['url'] or ''}".rstrip())
+
+
+@main.command()
+@click.pass_obj
+def env(settings: Settings) -> None:
+    """Print `export` lines for services.env: eval "$(bi-platform env)"."""
+    path = settings.services_env_file
+    if not path.exists():
+        _fail(PostgresRuntimeError(f"{path} does not exist: run `bi-platform up` first."))
+    for key, value in services.read_services_env(path).items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+@main.command()
+def assets() -> None:
+    """List the asset keys of the code location, one per line."""
+    from bi_platform.definitions import defs
+
+    for key in sorted(defs.resolve_all_asset_keys()):
+        click.echo(key.to_user_string())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,125 @@
+"""Every environment variable the platform reads, typed, with embedded defaults.
+
+Nothing else in ``bi_platform`` calls ``os.environ`` for configuration: modules take a
+``Settings`` (or the values they need from it). The README's configuration table lists
+the same variables; ``bi_platform_tests/test_settings.py`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Platform configuration, read from the process environment.
+
+    Each field is read from the environment variable of the same name, upper-cased.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    bi_platform_home: Path = Field(
+        Path(".bi_platform"),
+        description="Root of everything a run writes (lake, warehouse, local PostgreSQL, ...).",
+    )
+    database_url: str | None = Field(
+        None,
+        description="External PostgreSQL for platform data. Unset: the embedded local cluster.",
+    )
+    dagster_database_url: str | None = Field(
+        None,
+        description=(
+            "External PostgreSQL for Dagster's run/event/schedule storage. Only read when "
+            "DATABASE_URL is set; defaults to the database `dagster` on that server."
+        ),
+    )
+    dagster_home: Path | None = Field(
+        None,
+        description="Dagster instance dir (has dagster.yaml). Default: $BI_PLATFORM_HOME/dagster",
+    )
+    bi_platform_pg_bin_dir: Path | None = Field(
+        None,
+        description="Directory with initdb/pg_ctl. Default: PATH, then /usr/lib/postgresql/*/bin.",
+    )
+    bi_platform_pg_os_user: str = Field(
+        "postgres",
+        description="Unprivileged OS user owning and running the local cluster when run as root.",
+    )
+    bi_platform_pg_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Preferred port of the local cluster. Default: the last one used, else free.",
+    )
+    bi_platform_pg_start_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds to wait for the local cluster to start or stop.",
+    )
+    bi_platform_log_level: str = Field(
+        "INFO",
+        description="Log level of the `bi-platform` CLI.",
+    )
+
+    @field_validator("bi_platform_log_level")
+    @classmethod
+    def _upper_log_level(cls, value: str) -> str:
+        return value.upper()
+
+    # -- derived paths -------------------------------------------------------------------
+    @property
+    def home_dir(self) -> Path:
+        """``BI_PLATFORM_HOME`` as an absolute path."""
+        return self.bi_platform_home.expanduser().absolute()
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.home_dir / "postgres"
+
+    @property
+    def dagster_home_dir(self) -> Path:
+        return (self.dagster_home or self.home_dir / "dagster").expanduser().absolute()
+
+    @property
+    def services_env_file(self) -> Path:
+        return self.home_dir / "services.env"
+
+    @property
+    def uses_external_database(self) -> bool:
+        return self.database_url is not None
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value of the wrong type or range."""
+
+
+def get_settings() -> Settings:
+    """Read the settings from the current environment (cheap; not cached on purpose).
+
+    Raises :class:`SettingsError` naming each offending variable and its value.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])).upper()}={err['input']!r}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid environment: {problems}") from None
+
+
+# Environment variables documented in the README that Settings does not own, because
+# another program reads them from files this platform writes.
+DERIVED_ENV_VARS = (
+    "BI_PLATFORM_DATABASE_URL",
+    "BI_PLATFORM_DAGSTER_DATABASE_URL",
+    "DAGSTER_PG_HOST",
+    "DAGSTER_PG_PORT",
+    "DAGSTER_PG_USERNAME",
+    "DAGSTER_PG_PASSWORD",
+    "DAGSTER_PG_DB",
+    "DAGSTER_COMPUTE_LOGS_DIR",
+)

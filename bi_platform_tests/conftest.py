@@ -1,0 +1,98 @@
+"""Shared fixtures: one real PostgreSQL server per test session, a clean database per test.
+
+The server is started through the same runtime code as ``bi-platform up``
+(:class:`bi_platform.runtime.postgres.LocalPostgres`) in a throwaway directory on a
+free port, and stopped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from bi_platform.runtime.postgres import LocalPostgres, local_url
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def bi_platform_cli() -> str:
+    """The installed ``bi-platform`` script next to this interpreter."""
+    return str(VENV_BIN / "bi-platform")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment() -> Iterator[Path]:
+    """Tests never touch the checkout's .bi_platform nor an external DATABASE_URL."""
+    home = Path(tempfile.mkdtemp(prefix="bi_platform_test_home_"))
+    saved = {k: os.environ.get(k) for k in ("BI_PLATFORM_HOME", "DATABASE_URL", "DAGSTER_HOME")}
+    os.environ["BI_PLATFORM_HOME"] = str(home)
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("DAGSTER_HOME", None)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server for the whole session (throwaway data dir, free port)."""
+    root = Path(tempfile.mkdtemp(prefix="bi_platform_test_pg_"))
+    cluster = LocalPostgres(root / "postgres", databases=("bi_platform",))
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_port(pg_cluster: LocalPostgres) -> int:
+    port = pg_cluster.status().port
+    assert port is not None
+    return port
+
+
+@pytest.fixture
+def pg_url(pg_port: int) -> Iterator[str]:
+    """A fresh, empty database on the session server; dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = local_url(pg_port, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield local_url(pg_port, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def bi_home() -> Iterator[Path]:
+    """An empty BI_PLATFORM_HOME; any cluster started in it is stopped afterwards.
+
+    Made with mkdtemp under the system temp dir rather than pytest's tmp_path, whose
+    parent is private to the test user and so unreachable for the cluster's OS user.
+    """
+    home = Path(tempfile.mkdtemp(prefix="bi_home_"))
+    yield home
+    cluster = LocalPostgres(home / "postgres")
+    if cluster.initialized:
+        cluster.down()
+    shutil.rmtree(home, ignore_errors=True)
