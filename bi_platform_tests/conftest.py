@@ -7,7 +7,6 @@ free port, and stopped at the end of the session.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -34,16 +33,11 @@ def bi_platform_cli() -> str:
 def _isolated_environment() -> Iterator[Path]:
     """Tests never touch the checkout's .bi_platform nor an external DATABASE_URL."""
     home = Path(tempfile.mkdtemp(prefix="bi_platform_test_home_"))
-    saved = {k: os.environ.get(k) for k in ("BI_PLATFORM_HOME", "DATABASE_URL", "DAGSTER_HOME")}
-    os.environ["BI_PLATFORM_HOME"] = str(home)
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("DAGSTER_HOME", None)
-    yield home
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BI_PLATFORM_HOME", str(home))
+        patch.delenv("DATABASE_URL", raising=False)
+        patch.delenv("DAGSTER_HOME", raising=False)
+        yield home
     shutil.rmtree(home, ignore_errors=True)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,20 +20,15 @@ from bi_platform_tests.conftest import REPO_ROOT
 
 
 @pytest.fixture
-def instance_env(pg_url: str, bi_home: Path) -> Iterator[dict[str, str]]:
+def instance_env(pg_url: str, bi_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """services.env values for the per-test database, set in os.environ."""
     settings = Settings(bi_platform_home=bi_home)
     service = services.PostgresService("external", True, pg_url, pg_url)
     services.install_dagster_instance(settings)
     env = services.services_env(settings, service)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
 
 
 def test_instance_config_declares_postgres_psycopg2_and_queue() -> None:
