@@ -59,6 +59,24 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds to wait for the local cluster to start or stop.",
     )
+    # -- retail: the hybrid Polars/Dask Parquet IO manager ------------------------------
+    polars_threshold_mb: str = Field(
+        "500",
+        description=(
+            "On-disk size (MB) from which a table loads with Dask instead of Polars, or "
+            "`auto`: 1000 with > 16 GiB RAM available, 200 with < 8 GiB, else 500."
+        ),
+        pattern=r"^(auto|\d+(\.\d+)?)$",
+    )
+    polars_enabled: bool = Field(True, description="false: every table loads with Dask.")
+    force_dask: bool = Field(False, description="true: every table loads with Dask (debug).")
+    validate_integrity: bool = Field(
+        True, description="Check a Dask fallback's schema and row count against the file."
+    )
+    dask_scheduler_address: str | None = Field(
+        None, description="tcp://host:8786 of a Dask cluster. Unset: local threads."
+    )
+
     bi_platform_log_level: str = Field(
         "INFO",
         description="Log level of the `bi-platform` CLI.",
@@ -82,6 +100,20 @@ class Settings(BaseSettings):
     @property
     def dagster_home_dir(self) -> Path:
         return (self.dagster_home or self.home_dir / "dagster").expanduser().absolute()
+
+    @property
+    def lake_dir(self) -> Path:
+        """Parquet tables written by the platform's IO managers."""
+        return self.home_dir / "lake"
+
+    @property
+    def raw_dir(self) -> Path:
+        """Raw source exports (written by `bi-platform seed`, or dropped by upstream systems)."""
+        return self.home_dir / "raw"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home_dir / "reports"
 
     @property
     def services_env_file(self) -> Path:
