@@ -12,6 +12,7 @@ export BI_PLATFORM_HOME
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 PYTEST_ARGS ?=
+PROFILE ?= default
 LOAD_SERVICES_ENV := set -a && . "$(BI_PLATFORM_HOME)/services.env" && set +a
 
 .PHONY: help run test ui up down status lint format clean system-deps python-check
@@ -46,7 +47,8 @@ up: system-deps $(VENV)/.installed-run  ## start local services (PostgreSQL) and
 	@if [ ! -e .env ] || [ -L .env ]; then ln -sfn "$(BI_PLATFORM_HOME)/services.env" .env; \
 	else echo ">> .env exists and is not ours: load $(BI_PLATFORM_HOME)/services.env yourself"; fi
 
-run: up  ## install, start services, materialize every asset
+run: up  ## install, start services, seed sample sources (PROFILE=default), materialize every asset
+	$(BIN)/bi-platform seed --profile $(PROFILE)
 	@assets="$$($(BIN)/bi-platform assets)"; \
 	if [ -z "$$assets" ]; then \
 	  echo ">> the code location defines no assets yet: nothing to materialize"; \

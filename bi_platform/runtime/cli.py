@@ -100,6 +100,65 @@ def env(settings: Settings) -> None:
 
 
 @main.command()
+@click.option(
+    "--profile",
+    type=click.Choice(["small", "default", "large"]),
+    default="default",
+    show_default=True,
+    help="small: for tests; default: admmat at full size (1.1M rows); large: + a 600 MB fact.",
+)
+@click.option("--seed", "rng_seed", type=int, default=38, show_default=True, help="RNG seed.")
+@click.option("--force", is_flag=True, help="Rewrite even when the same profile is there.")
+@click.pass_obj
+def seed(settings: Settings, profile: str, rng_seed: int, force: bool) -> None:
+    """Write the raw sources of every domain under $BI_PLATFORM_HOME/raw (idempotent)."""
+    from bi_platform.sample_data.retail import write_retail_exports
+
+    retail_dir = settings.raw_dir / "retail"
+    paths = write_retail_exports(retail_dir, profile, seed=rng_seed, force=force)
+    click.echo(f"retail: {len(paths)} raw exports in {retail_dir} (profile {profile})")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: a table, then one JSON line with ratios against an in-run baseline."""
+
+
+@bench.command("engines")
+@click.option("--rows", type=int, default=1_113_822, show_default=True, help="admmat rows.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per query.")
+@click.option("--queries", default="", help="Comma-separated query names (default: all).")
+def bench_engines(rows: int, repeats: int, queries: str) -> None:
+    """The retail battery on admmat: IO-manager load path vs raw Polars, Dask and DuckDB."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bi_platform.bench import engines
+
+    console = Console(stderr=True)
+    names = [q.strip() for q in queries.split(",") if q.strip()] or None
+
+    def progress(m: dict) -> None:
+        console.print(f"  {m['query']:<34} {m['path']:<7} {m['median_s']:.4f} s")
+
+    console.print(f"bench engines: {rows:,} rows, {repeats} timed runs per query")
+    measurements, summary = engines.run(rows, repeats=repeats, queries=names, progress=progress)
+    table = Table(title=f"retail battery on admmat ({rows:,} rows): median s / peak RSS MB")
+    table.add_column("query")
+    for path in engines.PATHS:
+        table.add_column(path, justify="right")
+    by = {(m["path"], m["query"]): m for m in measurements}
+    for query in sorted({m["query"] for m in measurements}):
+        cells = [
+            f"{by[p, query]['median_s']:.4f} / {by[p, query]['peak_rss_mb']:.0f}"
+            for p in engines.PATHS
+        ]
+        table.add_row(query, *cells)
+    Console().print(table)
+    click.echo(json.dumps(summary))
+
+
+@main.command()
 def assets() -> None:
     """List the asset keys of the code location, one per line."""
     from bi_platform.definitions import defs

@@ -1,0 +1,201 @@
+"""Retail BI assets: raw ERP exports -> typed lake tables (+ quarantine) -> marts,
+and the table inventory.
+
+Typed tables and marts are stored by the ``retail_io_manager``
+(:class:`~bi_platform.io_managers.HybridParquetIOManager`), which loads each input with
+Polars or Dask according to its size on disk.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+import narwhals as nw
+
+from bi_platform.io_managers.engines import EngineConfig
+from bi_platform.retail import marts
+from bi_platform.retail.cleaning import (
+    QUARANTINE_COLUMNS,
+    quarantine_rows,
+    typed_table,
+    unparsable_counts,
+)
+from bi_platform.retail.inventory import analyze_tables, inventory_markdown, write_json_atomic
+from bi_platform.retail.resources import RetailExportsResource
+from bi_platform.retail.schema import TABLES, RetailTable
+from bi_platform.settings import get_settings
+
+GROUP = "retail"
+OWNERS = ["team:retail-bi"]
+IO_MANAGER = "retail_io_manager"
+TABLE_KINDS = {"polars", "dask", "parquet"}
+
+
+def raw_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([GROUP, "raw", name])
+
+
+def table_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([GROUP, name])
+
+
+def quarantine_name(table: RetailTable) -> str:
+    return f"{table.name}_quarantine"
+
+
+# -- raw sources: written by the ERP (or `bi-platform seed`), external to Dagster -------
+raw_exports = [
+    dg.AssetSpec(
+        raw_key(table.name),
+        description=f"Raw ERP export ({table.raw_file}). {table.description}",
+        group_name=GROUP,
+        kinds={"parquet"},
+        owners=OWNERS,
+        metadata={"file": table.raw_file, "key": ", ".join(table.key)},
+    )
+    for table in TABLES.values()
+]
+
+
+# -- typed tables ----------------------------------------------------------------------
+def _typed_table_asset(table: RetailTable) -> dg.AssetsDefinition:
+    outs = {
+        table.name: dg.AssetOut(
+            key=table_key(table.name),
+            description=(
+                f"{table.description} Typed and schema-checked from the raw export"
+                + (
+                    f"; unparsable values of {', '.join(table.raw_string_columns)} are null "
+                    f"here and listed in {quarantine_name(table)}."
+                    if table.raw_string_columns
+                    else "."
+                )
+            ),
+            io_manager_key=IO_MANAGER,
+            kinds=TABLE_KINDS,
+            owners=OWNERS,
+            metadata={"key": ", ".join(table.key)},
+        )
+    }
+    if table.raw_string_columns:
+        outs[quarantine_name(table)] = dg.AssetOut(
+            key=table_key(quarantine_name(table)),
+            description=(
+                f"Quarantine of {table.name}: one row per value that did not parse as a "
+                f"number ({', '.join(QUARANTINE_COLUMNS)} and the table key), so every "
+                f"rejected value can be traced to its row and fixed at the source."
+            ),
+            io_manager_key=IO_MANAGER,
+            kinds={"polars", "parquet"},
+            owners=OWNERS,
+        )
+
+    @dg.multi_asset(
+        name=f"clean_{table.name}",
+        outs=outs,
+        deps=[raw_key(table.name)],
+        group_name=GROUP,
+        can_subset=False,
+    )
+    def _clean(context: dg.AssetExecutionContext, retail_exports: RetailExportsResource):
+        loaded = retail_exports.load(table)
+        context.log.info(
+            "%s: raw export %.1f MB read with %s (%s)",
+            table.name,
+            loaded.size_mb,
+            loaded.engine,
+            loaded.reason,
+        )
+        raw = loaded.frame
+        metadata = {
+            "source_file": str(retail_exports.path(table)),
+            "source_engine": str(loaded.engine),
+            "source_fallback": loaded.fallback,
+        }
+        quarantine = quarantine_rows(raw, table)
+        if quarantine is None:
+            yield dg.Output(typed_table(raw, table), output_name=table.name, metadata=metadata)
+            return
+        rejected = quarantine.collect(backend="polars")  # small: one row per bad value
+        counts = unparsable_counts(rejected)
+        yield dg.Output(
+            typed_table(raw, table),
+            output_name=table.name,
+            metadata={
+                **metadata,
+                "unparsable_values": sum(counts.values()),
+                "unparsable_by_column": counts,
+            },
+        )
+        yield dg.Output(
+            rejected,
+            output_name=quarantine_name(table),
+            metadata={"unparsable_by_column": counts},
+        )
+
+    return _clean
+
+
+typed_tables = [_typed_table_asset(table) for table in TABLES.values()]
+
+
+# -- marts -----------------------------------------------------------------------------
+def _mart_asset(name: str) -> dg.AssetsDefinition:
+    transform = marts.MARTS[name]
+
+    @dg.asset(
+        key=table_key(name),
+        ins={"admmat": dg.AssetIn(table_key("admmat"))},
+        io_manager_key=IO_MANAGER,
+        group_name=GROUP,
+        kinds=TABLE_KINDS,
+        owners=OWNERS,
+        description=transform.__doc__,
+    )
+    def _mart(admmat: nw.LazyFrame) -> nw.LazyFrame:
+        return transform(admmat)
+
+    return _mart
+
+
+mart_assets = [_mart_asset(name) for name in marts.MARTS]
+
+LAKE_TABLES = [
+    *(table_key(t.name) for t in TABLES.values()),
+    *(table_key(quarantine_name(t)) for t in TABLES.values() if t.raw_string_columns),
+    *(table_key(name) for name in marts.MARTS),
+]
+
+
+def materialized_path(instance: dg.DagsterInstance, key: dg.AssetKey) -> Path:
+    """Where the IO manager wrote ``key`` last (its ``path`` metadata)."""
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(f"{key.to_user_string()} has not been materialized yet")
+    return Path(str(event.asset_materialization.metadata["path"].value))
+
+
+@dg.asset(
+    key=table_key("table_inventory"),
+    deps=LAKE_TABLES,
+    group_name=GROUP,
+    kinds={"json"},
+    owners=OWNERS,
+)
+def table_inventory(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Every retail lake table with its size on disk, rows, columns, and the engine it
+    loads with under the threshold in force (the plan's ``analyze_all_tables``), as
+    JSON under $BI_PLATFORM_HOME/reports and a Markdown table here."""
+    config = EngineConfig.from_settings()
+    tables = {key.path[-1]: materialized_path(context.instance, key) for key in LAKE_TABLES}
+    report = analyze_tables(tables, config)
+    path = write_json_atomic(report, get_settings().reports_dir / "retail_table_inventory.json")
+    return dg.MaterializeResult(
+        metadata={
+            "path": str(path),
+            "threshold_mb": report["threshold_mb"],
+            "total_rows": report["total_rows"],
+            "polars_recommended": report["polars_recommended"],
+            "dask_recommended": report["dask_recommended"],
+            "inventory": dg.MetadataValue.md(inventory_markdown(report)),
+        }
+    )
