@@ -144,7 +144,7 @@ def bench_engines(rows: int, repeats: int, queries: str) -> None:
     console.print(f"bench engines: {rows:,} rows, {repeats} timed runs per query")
     measurements, summary = engines.run(rows, repeats=repeats, queries=names, progress=progress)
     table = Table(title=f"retail battery on admmat ({rows:,} rows): median s / peak RSS MB")
-    table.add_column("query")
+    table.add_column("query", no_wrap=True, min_width=30)
     for path in engines.PATHS:
         table.add_column(path, justify="right")
     by = {(m["path"], m["query"]): m for m in measurements}
@@ -154,7 +154,7 @@ def bench_engines(rows: int, repeats: int, queries: str) -> None:
             for p in engines.PATHS
         ]
         table.add_row(query, *cells)
-    Console().print(table)
+    Console(width=160).print(table)
     click.echo(json.dumps(summary))
 
 
