@@ -11,20 +11,24 @@ Paths, all measured in the same run on the same typed Parquet file:
 
 Each (path, query) pair runs in a fresh process (so its peak RSS is its own): one
 warm-up, then ``repeats`` timed runs; the median is kept. Results of the four paths are
-compared with the parity rules of the asset checks. Prints a table, then one JSON line.
+compared with the parity rules of the asset checks. Peak RSS is sampled during the runs
+(absolute, so it includes the interpreter and libraries: ``baseline_rss_mb``). Prints a
+table, then one JSON line.
 """
 
 from __future__ import annotations
 
-import resource
 import statistics
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 PATHS = ("hybrid", "polars", "dask", "duckdb")
 DEFAULT_ROWS = 1_113_822
@@ -36,8 +40,33 @@ TARGETS = {
 }
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+class PeakRss:
+    """Samples this process's RSS every ``interval`` s in a thread; ``peak_mb`` is the
+    largest seen. (``ru_maxrss`` cannot be used: a child inherits its parent's
+    high-water mark across fork and exec.)"""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak_mb = self.current_mb()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def current_mb(self) -> float:
+        return self._process.memory_info().rss / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak_mb = max(self.peak_mb, self.current_mb())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self.current_mb())
 
 
 @dataclass(frozen=True)
@@ -69,14 +98,15 @@ def run_task(task: Task) -> dict[str, Any]:
     from bi_platform.retail.queries import get_query, run_query
 
     query = get_query(task.query)
-    baseline = _rss_mb()
     times = []
     result = None
-    for attempt in range(task.repeats + 1):
-        start = time.perf_counter()
-        result = run_query(query, _source(task.path_kind, task.parquet))
-        if attempt:  # the first run warms caches
-            times.append(time.perf_counter() - start)
+    with PeakRss() as rss:
+        baseline = rss.current_mb()  # interpreter + libraries, before any data
+        for attempt in range(task.repeats + 1):
+            start = time.perf_counter()
+            result = run_query(query, _source(task.path_kind, task.parquet))
+            if attempt:  # the first run warms caches
+                times.append(time.perf_counter() - start)
     out = Path(task.out_dir) / f"{task.path_kind}__{task.query}.parquet"
     to_polars(result).write_parquet(out)
     return {
@@ -86,7 +116,7 @@ def run_task(task: Task) -> dict[str, Any]:
         "times_s": times,
         "rows": len(result),
         "baseline_rss_mb": round(baseline, 1),
-        "peak_rss_mb": round(_rss_mb(), 1),
+        "peak_rss_mb": round(rss.peak_mb, 1),
         "result": str(out),
     }
 

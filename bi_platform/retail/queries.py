@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import narwhals as nw
 import polars as pl
 
+from bi_platform.retail.marts import CRITICAL_RUPTURE
 from bi_platform.retail.schema import ABC_CLASSES, ADMMAT_SCHEMA, SEGMENTS
 
 if TYPE_CHECKING:
@@ -286,13 +287,6 @@ def _quarter_sales() -> nw.Expr:
 def _daily_demand() -> nw.Expr:
     """Average daily demand of the last three closed months."""
     return (_row_sum(*_QUARTER) / 90.0).alias("DEMANDA_DIARIA")
-
-
-_CRITICAL_RUPTURE = (
-    (nw.col("ESTOQUE_CD") == 0)
-    & (nw.col("ESTOQUE_UNE") < nw.col("ESTOQUE_LV"))
-    & (nw.col("VENDA_30DD") > 0)
-)
 
 
 def _in_segment(frame: nw.LazyFrame, segment: str) -> nw.LazyFrame:
@@ -648,7 +642,7 @@ _RUPTURE_SORT = (("VENDA_30DD", True), ("UNE", False), ("PRODUTO", False))
 def _critical_rupture(lf: nw.LazyFrame, p: Mapping[str, Any]) -> nw.LazyFrame:
     frame = (
         _in_segment(lf, p["segmento"])
-        .filter(_CRITICAL_RUPTURE)
+        .filter(CRITICAL_RUPTURE)
         .with_columns((nw.col("ESTOQUE_LV") - nw.col("ESTOQUE_UNE")).alias("NECESSIDADE"))
         .select(
             "UNE",
@@ -670,8 +664,8 @@ def _critical_rupture(lf: nw.LazyFrame, p: Mapping[str, Any]) -> nw.LazyFrame:
 def _rupture_risk_by_segment(lf: nw.LazyFrame, p: Mapping[str, Any]) -> nw.LazyFrame:
     return (
         lf.with_columns(
-            _flag(_CRITICAL_RUPTURE, "ITENS_RUPTURA"),
-            nw.when(_CRITICAL_RUPTURE)
+            _flag(CRITICAL_RUPTURE, "ITENS_RUPTURA"),
+            nw.when(CRITICAL_RUPTURE)
             .then(nw.col("VENDA_30DD"))
             .otherwise(0.0)
             .alias("VENDA_EM_RISCO"),
@@ -723,7 +717,7 @@ def _sales_by_une(lf: nw.LazyFrame, p: Mapping[str, Any]) -> nw.LazyFrame:
 
 def _dashboard_totals(lf: nw.LazyFrame, p: Mapping[str, Any]) -> nw.LazyFrame:
     return (
-        lf.with_columns(_stock_value(), _flag(_CRITICAL_RUPTURE, "ITENS_RUPTURA"))
+        lf.with_columns(_stock_value(), _flag(CRITICAL_RUPTURE, "ITENS_RUPTURA"))
         .select(
             nw.len().alias("ITENS"),
             nw.col("PRODUTO").n_unique().alias("PRODUTOS"),
