@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,6 +77,21 @@ class Settings(BaseSettings):
         None, description="tcp://host:8786 of a Dask cluster. Unset: local threads."
     )
 
+    # -- news: the HuggingFace dataset repo -------------------------------------------
+    hf_repo_id: str | None = Field(
+        None,
+        description=(
+            "owner/name of the HF dataset repo on the Hub. Unset: a local directory repo "
+            "under $BI_PLATFORM_HOME/hf (same layout)."
+        ),
+    )
+    hf_token: SecretStr | None = Field(
+        None, description="Hub token with write access (never logged)."
+    )
+    hf_endpoint: str | None = Field(
+        None, description="Hub URL (default https://huggingface.co; a mirror or test server)."
+    )
+
     bi_platform_log_level: str = Field(
         "INFO",
         description="Log level of the `bi-platform` CLI.",
@@ -110,6 +125,16 @@ class Settings(BaseSettings):
     def raw_dir(self) -> Path:
         """Raw source exports (written by `bi-platform seed`, or dropped by upstream systems)."""
         return self.home_dir / "raw"
+
+    @property
+    def hf_dir(self) -> Path:
+        """Local HF dataset repos (the default DatasetRepo backend)."""
+        return self.home_dir / "hf"
+
+    @property
+    def news_dir(self) -> Path:
+        """The news inbox (daily scraper batches) and its archive."""
+        return self.home_dir / "news"
 
     @property
     def reports_dir(self) -> Path:
