@@ -8,6 +8,7 @@ the same variables; ``bi_platform_tests/test_settings.py`` keeps the two in step
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,14 @@ class Settings(BaseSettings):
     )
     hf_endpoint: str | None = Field(
         None, description="Hub URL (default https://huggingface.co; a mirror or test server)."
+    )
+
+    storage_backend: Literal["huggingface", "postgres", "dual_write"] = Field(
+        "postgres",
+        description="Where news writes go: PG (source of truth), the HF repo, or both.",
+    )
+    storage_read_from: Literal["huggingface", "postgres"] = Field(
+        "postgres", description="Where news reads come from."
     )
 
     bi_platform_log_level: str = Field(

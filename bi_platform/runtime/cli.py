@@ -112,11 +112,19 @@ def env(settings: Settings) -> None:
 @click.pass_obj
 def seed(settings: Settings, profile: str, rng_seed: int, force: bool) -> None:
     """Write the raw sources of every domain under $BI_PLATFORM_HOME/raw (idempotent)."""
+    from bi_platform.sample_data.news import write_news_sources
     from bi_platform.sample_data.retail import write_retail_exports
 
     retail_dir = settings.raw_dir / "retail"
     paths = write_retail_exports(retail_dir, profile, seed=rng_seed, force=force)
     click.echo(f"retail: {len(paths)} raw exports in {retail_dir} (profile {profile})")
+    # news has no `large` profile: its default is already the real dataset's size
+    news_profile = "default" if profile == "large" else profile
+    write_news_sources(settings.home_dir, news_profile, seed=rng_seed, force=force)
+    click.echo(
+        f"news: initial HF export in {settings.raw_dir / 'news'}, daily batches in "
+        f"{settings.news_dir / 'inbox'} (profile {news_profile})"
+    )
 
 
 @main.group()
