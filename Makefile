@@ -49,11 +49,15 @@ up: system-deps $(VENV)/.installed-run  ## start local services (PostgreSQL) and
 
 run: up  ## install, start services, seed sample sources (PROFILE=default), materialize every asset
 	$(BIN)/bi-platform seed --profile $(PROFILE)
-	@assets="$$($(BIN)/bi-platform assets)"; \
-	if [ -z "$$assets" ]; then \
-	  echo ">> the code location defines no assets yet: nothing to materialize"; \
-	else \
-	  $(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions --select '*'; \
+	$(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
+	  --select '* and not key:"news/news_ingest"'
+	@# the daily news partitions: every seeded inbox day in one run, then the HF sync
+	@days="$$(ls $(BI_PLATFORM_HOME)/news/inbox/ | sed -n 's/\.jsonl$$//p' | sort)"; \
+	if [ -n "$$days" ]; then \
+	  range="$$(echo "$$days" | head -n1)...$$(echo "$$days" | tail -n1)"; \
+	  $(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
+	    --select 'key:"news/news_ingest"' --partition-range "$$range" && \
+	  $(BIN)/dagster asset materialize -m bi_platform.definitions --select 'key:"news/hf_news_sync"'; \
 	fi
 	@$(BIN)/bi-platform status
 

@@ -1,0 +1,230 @@
+"""News assets: the HF dataset <-> PostgreSQL (source of truth) with daily ingest and sync.
+
+hf_news_dataset --> news_pg (migration) --> news_ingest (daily) --> hf_news_sync
+news_reference_data --^
+"""
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bi_platform.news import pg_schema
+from bi_platform.news.hf_sync import sync_to_hf
+from bi_platform.news.ingest import parse_inbox
+from bi_platform.news.pg_store import load_reference_data, migrate_from_repo
+from bi_platform.news.reference_data import load_agencies, load_themes
+from bi_platform.news.resources import NewsDatasetRepoResource
+from bi_platform.news.storage import StorageAdapter
+from bi_platform.resources import PostgresResource
+from bi_platform.settings import get_settings
+
+GROUP = "news"
+OWNERS = ["team:news-platform"]
+TIMEZONE = "America/Sao_Paulo"
+
+#: One partition per scraper batch; the first batch after the migrated history.
+news_days = dg.DailyPartitionsDefinition(start_date="2026-11-01", timezone=TIMEZONE)
+
+
+def news_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([GROUP, name])
+
+
+def inbox_path(day: str) -> Path:
+    return get_settings().news_dir / "inbox" / f"{day}.jsonl"
+
+
+class ShardFiles(Mapping[str, pa.Table]):
+    """``data/YYYY-MM.parquet`` files of an export as month -> table, read lazily, so a
+    commit holds one month in memory at a time."""
+
+    def __init__(self, directory: Path) -> None:
+        self._paths = {p.stem: p for p in sorted((directory / "data").glob("*.parquet"))}
+
+    def __getitem__(self, month: str) -> pa.Table:
+        return pq.ParquetFile(self._paths[month]).read()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
+@dg.asset(key=news_key("hf_news_dataset"), group_name=GROUP, kinds={"huggingface", "parquet"})
+def hf_news_dataset(
+    context: dg.AssetExecutionContext, news_repo: NewsDatasetRepoResource
+) -> dg.MaterializeResult:
+    """The open-data copy of the news on HuggingFace: one Parquet shard per publication
+    month under data/, a dataset card without stale split sizes. An empty local repo is
+    bootstrapped from the initial export in $BI_PLATFORM_HOME/raw/news/initial (what the
+    public dataset held before the migration)."""
+    repo = news_repo.open()
+    if repo.head() is None:
+        initial = get_settings().raw_dir / "news" / "initial"
+        shards = ShardFiles(initial)
+        if not shards:
+            raise dg.Failure(
+                f"the dataset repo is empty and no initial export exists in {initial} "
+                "(run `bi-platform seed`)"
+            )
+        info = repo.commit(shards, message="Initial dataset (pre-migration export)")
+        context.log.info("bootstrapped the dataset repo at %s", info.revision)
+    months = repo.list_shards()
+    return dg.MaterializeResult(
+        metadata={
+            "repo": news_repo.describe(repo),
+            "revision": repo.head(),
+            "shards": len(months),
+            "months": f"{months[0]} .. {months[-1]}" if months else "",
+            "dagster/row_count": repo.row_count(),
+        }
+    )
+
+
+@dg.asset(key=news_key("news_reference_data"), group_name=GROUP, kinds={"postgres"})
+def news_reference_data(postgres: PostgresResource) -> dg.MaterializeResult:
+    """The news schema (versioned migrations) and the reference tables in PostgreSQL:
+    agencies (gov.br bodies) and the 3-level theme tree, from the packaged YAML files."""
+    url = postgres.resolved_url()
+    applied = pg_schema.migrate(url)
+    agencies, themes = load_agencies(), load_themes()
+    with postgres.connection() as conn:
+        counts = load_reference_data(conn, agencies, themes)
+        version = pg_schema.schema_status(conn)["current_version"]
+    return dg.MaterializeResult(
+        metadata={
+            "schema_version": version,
+            "migrations_applied": applied,
+            "agencies": len(agencies),
+            "themes": len(themes),
+            "upserted": dg.MetadataValue.json(counts),
+        }
+    )
+
+
+@dg.asset(
+    key=news_key("news_pg"),
+    deps=[hf_news_dataset, news_reference_data],
+    group_name=GROUP,
+    kinds={"postgres"},
+)
+def news_pg(
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    news_repo: NewsDatasetRepoResource,
+) -> dg.MaterializeResult:
+    """The news table in PostgreSQL, the source of truth. Materializing it migrates the
+    HF dataset into it: each month shard is COPYed into a staging table and merged with
+    INSERT ... ON CONFLICT (unique_id) in one transaction, so the migration resumes per
+    shard; rejected rows go to news_rejected with the reason, progress to sync_log."""
+    report = migrate_from_repo(postgres.resolved_url(), news_repo.open())
+    with postgres.connection() as conn:
+        total = conn.execute("SELECT count(*) FROM news").fetchone()[0]
+    context.log.info(
+        "migration: %d shards migrated, %d already done", len(report.migrated), len(report.skipped)
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": total,
+            "revision": report.revision,
+            "shards_migrated": len(report.migrated),
+            "shards_skipped": len(report.skipped),
+            "rows_in": report.rows_in,
+            "inserted": report.inserted,
+            "updated": report.updated,
+            "rejected": report.rejected,
+            "rows_per_second": round(report.rows_per_second, 1),
+        }
+    )
+
+
+@dg.asset(
+    key=news_key("news_ingest"),
+    deps=[news_pg],
+    partitions_def=news_days,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    kinds={"postgres"},
+)
+def news_ingest(
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    news_repo: NewsDatasetRepoResource,
+) -> dg.MaterializeResult:
+    """One day of scraped news ($BI_PLATFORM_HOME/news/inbox/YYYY-MM-DD.jsonl):
+    validated, deduplicated and written through the StorageAdapter (STORAGE_BACKEND:
+    postgres, huggingface or dual_write). Malformed lines land in news_rejected with
+    their line number and reason. A backfill of several days runs them in order in one
+    run."""
+    settings = get_settings()
+    days = context.partition_keys
+    missing = [str(inbox_path(day)) for day in days if not inbox_path(day).exists()]
+    if missing:
+        raise dg.Failure(f"no scraper batch for {len(missing)} day(s): {missing[:5]}")
+    adapter = StorageAdapter.from_settings(
+        settings, conninfo=postgres.resolved_url(), repo=news_repo.open()
+    )
+    per_day = {}
+    for day in days:
+        path = inbox_path(day)
+        batch = parse_inbox(path)
+        outcome = adapter.write(
+            batch.records,
+            batch.rejected,
+            source=f"inbox {path.name}",
+            row_sources=batch.record_sources,
+        )
+        per_day[day] = {
+            "lines": batch.lines,
+            "records": batch.records.num_rows,
+            "duplicates_in_batch": batch.duplicates,
+            "rejected_lines": len(batch.rejected),
+            **outcome.as_dict(),
+        }
+        context.log.info("%s: %s", day, per_day[day])
+    return dg.MaterializeResult(
+        metadata={
+            "backend": str(settings.storage_backend),
+            "days": len(days),
+            "lines": sum(d["lines"] for d in per_day.values()),
+            "rejected_lines": sum(d["rejected_lines"] for d in per_day.values()),
+            "outcome_by_day": dg.MetadataValue.json(per_day),
+        }
+    )
+
+
+@dg.asset(
+    key=news_key("hf_news_sync"),
+    deps=[news_pg, news_ingest],
+    group_name=GROUP,
+    kinds={"huggingface", "postgres"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def hf_news_sync(
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    news_repo: NewsDatasetRepoResource,
+) -> dg.MaterializeResult:
+    """PostgreSQL -> HF incremental sync: rows never synced or edited since their last
+    sync, grouped by publication month; each affected month's shard is rebuilt from PG
+    and all of them go in ONE commit; rows are marked synced with the commit revision
+    only after it succeeds. Memory is bounded by one month, not the dataset."""
+    report = sync_to_hf(postgres.resolved_url(), news_repo.open())
+    context.log.info("sync: %d rows over %d months", report.rows_exported, len(report.months))
+    return dg.MaterializeResult(
+        metadata={
+            "revision": report.revision or "",
+            "months": report.months,
+            "rows_exported": report.rows_exported,
+            "rows_marked": report.rows_marked,
+            "seconds": round(report.seconds, 3),
+            "peak_rss_mb": report.peak_rss_mb or 0.0,
+        }
+    )
+
+
+news_assets = [hf_news_dataset, news_reference_data, news_pg, news_ingest, hf_news_sync]

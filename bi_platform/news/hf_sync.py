@@ -1,0 +1,646 @@
+"""Incremental sync PostgreSQL -> the HF dataset repo (PG is the source of truth).
+
+What the original daily sync got wrong, and what this module does instead:
+
+* one file per day appended -> one shard per publication month, rewritten whole;
+* edited records never re-synced -> a row is pending while ``synced_to_hf_at IS NULL OR
+  updated_at > synced_to_hf_at`` (partial index ``news_hf_pending_idx``), and every month
+  holding a pending row is re-exported;
+* duplicates pushed when a dedup lookup failed -> no lookup at all: a month's shard is
+  simply PG's rows of that month (``unique_id`` is unique in PG), so edits merge and
+  duplicates cannot arise;
+* out of memory rewriting the whole dataset -> the shards are handed to
+  :meth:`DatasetRepo.commit` as a LAZY mapping whose ``__getitem__`` exports the month
+  from PG; commit reads one month at a time, so memory is bounded by one month.
+
+A sync (:func:`sync_to_hf`):
+
+1. finds the affected months (:func:`pending_months`; all months with ``full=True``);
+2. makes ONE commit with every affected shard (``parent_revision`` = the head read before
+   exporting, so a concurrent writer makes it fail with ``ConflictError`` instead of being
+   overwritten); while a month is exported the ``(id, updated_at)`` of its pending rows
+   are kept (small);
+3. ONLY after the commit succeeded, marks exactly those rows synced, in one transaction
+   together with the ``sync_log`` success row::
+
+       UPDATE news SET synced_to_hf_at = clock_timestamp(), hf_revision = <revision>
+       WHERE id = <id> AND updated_at = <the exported updated_at>
+
+   An edit that landed after the row was exported fails the compare and stays pending.
+
+If the commit fails, nothing is marked, the ``sync_log`` row is ``failed`` with the error
+and the exception propagates: the next sync covers the same rows. If marking fails after
+a successful commit, the rows stay pending; the next sync rebuilds identical shards, the
+repo makes no new revision for them, and the rows are marked with the head revision.
+
+Which rows are marked: the rows that were pending when exported. The other rows of a
+rewritten month are unchanged in HF, so they keep their ``synced_to_hf_at`` and
+``hf_revision`` (an earlier revision holding the same content) and are not rewritten in
+PG (the marking UPDATE cannot be HOT, see 0002_news.sql: marking all 300k rows took
+~28 s here, more than exporting them, ~17 s). ``full=True`` marks every exported row with
+the baseline revision (except rows that already carry it). An empty repo (new or
+recreated) gets every month, as with ``full=True``.
+
+Memory: measured peak RSS ~360 MB for a full export of 300k rows (~0.9 GB in Arrow) and
+~350 MB for two months of it; the start RSS is ~120 MB, and most of the rest is the Arrow
+allocator's (mimalloc) retained pages, not data.
+
+Known limits (both repaired by a ``full=True`` sync): a row DELETEd from PG, or whose
+``published_at`` moved to another month after it was synced, stays in its old month's
+shard until that month is re-exported (PG keeps no tombstone nor the old month).
+
+Pure psycopg 3 + pyarrow; no Dagster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+
+from bi_platform.news import pg_store
+from bi_platform.news.dataset_repo import shard_path
+from bi_platform.news.records import HF_COLUMNS, HF_SCHEMA, TIMEZONE
+
+if TYPE_CHECKING:
+    from bi_platform.news.dataset_repo import DatasetRepo
+
+logger = logging.getLogger(__name__)
+
+#: ``sync_log.operation`` of a sync run; its scope is the comma-separated months.
+SYNC_OPERATION = "hf_sync"
+
+#: Session-level advisory lock held by a running :func:`sync_to_hf`: one sync at a time.
+SYNC_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"bi_platform.news.hf_sync").digest()[:8], "big", signed=True
+)
+
+#: Rows fetched per round trip from the server-side cursor of an export.
+FETCH_ROWS = 2_000
+
+#: Seconds between two RSS samples while a sync runs.
+RSS_SAMPLE_SECONDS = 0.02
+
+#: The "row needs export" predicate; the same text as news_hf_pending_idx's predicate,
+#: so the planner can use that index.
+_PENDING = sql.SQL("synced_to_hf_at IS NULL OR updated_at > synced_to_hf_at")
+
+_MONTH_OF = sql.SQL("to_char(published_at AT TIME ZONE %(tz)s, 'YYYY-MM')")
+
+#: Type of the captured ``updated_at`` values.
+_UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+class SyncInProgressError(RuntimeError):
+    """Another :func:`sync_to_hf` holds the sync lock on this database."""
+
+
+# --------------------------------------------------------------------------------------
+# Reading PostgreSQL
+# --------------------------------------------------------------------------------------
+def _months_query(where: sql.Composable | None) -> sql.Composed:
+    return sql.SQL(
+        "SELECT {month} AS month, count(*) FROM {table}{where} GROUP BY 1 ORDER BY 1"
+    ).format(
+        month=_MONTH_OF,
+        table=sql.Identifier("news"),
+        where=sql.SQL(" WHERE ") + where if where is not None else sql.SQL(""),
+    )
+
+
+def pending_months(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Month ``"YYYY-MM"`` (São Paulo time of ``published_at``) -> rows needing sync.
+
+    The filter is news_hf_pending_idx's predicate, so only the pending rows are read.
+    """
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(_months_query(_PENDING), {"tz": TIMEZONE})
+        return {month: int(n) for month, n in cur}
+
+
+def all_months(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Month -> rows, for every month with rows in ``news`` (a full scan of published_at)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(_months_query(None), {"tz": TIMEZONE})
+        return {month: int(n) for month, n in cur}
+
+
+def _month_range(month: str) -> dict[str, Any]:
+    """Parameters of the month's [start, end) in São Paulo time (the shard's rows)."""
+    shard_path(month)  # validates "YYYY-MM"
+    year, mon = int(month[:4]), int(month[5:7])
+    end_year, end_mon = (year + 1, 1) if mon == 12 else (year, mon + 1)
+    return {"tz": TIMEZONE, "y0": year, "m0": mon, "y1": end_year, "m1": end_mon}
+
+
+def _export_query() -> sql.Composed:
+    # Timestamps come back as aware datetimes and are converted in Arrow; unique_id is
+    # ordered with the C collation, i.e. bytewise like Arrow's sort (ids are hex anyway).
+    return sql.SQL(
+        """
+        SELECT {columns}, {id}, {updated_at}, ({pending}) AS pending
+        FROM {view}
+        WHERE published_at >= make_timestamptz(%(y0)s, %(m0)s, 1, 0, 0, 0, %(tz)s)
+          AND published_at < make_timestamptz(%(y1)s, %(m1)s, 1, 0, 0, 0, %(tz)s)
+        ORDER BY published_at, unique_id COLLATE "C"
+        """
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in HF_COLUMNS),
+        id=sql.Identifier("id"),
+        updated_at=sql.Identifier("updated_at"),
+        pending=_PENDING,
+        view=sql.Identifier("news_hf"),
+    )
+
+
+_EXPORT = _export_query()
+_N_HF = len(HF_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ExportedKeys:
+    """``(id, updated_at, pending)`` of every exported row of a month: what marking needs."""
+
+    ids: pa.Array
+    updated_at: pa.Array
+    pending: pa.Array
+
+    def select(self, *, all_rows: bool) -> tuple[list[int], list[Any]]:
+        """ids and updated_at (aware datetimes) of the rows to mark."""
+        ids, updated = self.ids, self.updated_at
+        if not all_rows:
+            ids, updated = ids.filter(self.pending), updated.filter(self.pending)
+        return ids.to_pylist(), updated.to_pylist()
+
+
+@contextmanager
+def _transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """The caller's transaction; a new one only on an idle autocommit connection."""
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
+    with conn.transaction() if (conn.autocommit and idle) else nullcontext():
+        yield
+
+
+def _export(conn: psycopg.Connection[Any], month: str) -> tuple[pa.Table, ExportedKeys]:
+    """The month's rows (HF_SCHEMA, sorted) and the keys of the rows, streamed.
+
+    A server-side cursor fetches :data:`FETCH_ROWS` rows per round trip; each batch
+    becomes an Arrow record batch at once, so memory is the month in Arrow plus one batch
+    of Python tuples.
+    """
+    batches: list[pa.RecordBatch] = []
+    ids: list[pa.Array] = []
+    updated: list[pa.Array] = []
+    pending: list[pa.Array] = []
+    with (
+        _transaction(conn),
+        conn.cursor(name=f"hf_export_{month}", row_factory=tuple_row) as cur,
+    ):
+        cur.itersize = FETCH_ROWS
+        cur.execute(_EXPORT, _month_range(month))
+        while rows := cur.fetchmany(FETCH_ROWS):
+            columns = list(zip(*rows, strict=True))
+            del rows
+            arrays = [
+                pa.array(values, type=f.type)
+                for values, f in zip(columns[:_N_HF], HF_SCHEMA, strict=True)
+            ]
+            batches.append(pa.RecordBatch.from_arrays(arrays, schema=HF_SCHEMA))
+            ids.append(pa.array(columns[_N_HF], type=pa.int64()))
+            updated.append(pa.array(columns[_N_HF + 1], type=_UTC_TIMESTAMP))
+            pending.append(pa.array(columns[_N_HF + 2], type=pa.bool_()))
+            del columns, arrays
+    table = pa.Table.from_batches(batches, schema=HF_SCHEMA)
+    keys = ExportedKeys(
+        pa.concat_arrays(ids) if ids else pa.array([], pa.int64()),
+        pa.concat_arrays(updated) if updated else pa.array([], _UTC_TIMESTAMP),
+        pa.concat_arrays(pending) if pending else pa.array([], pa.bool_()),
+    )
+    return table, keys
+
+
+def export_month(conn: psycopg.Connection[Any], month: str) -> pa.Table:
+    """Every row of ``month`` from ``news_hf``: HF_SCHEMA, sorted by (published_at, unique_id).
+
+    Timestamps in America/Sao_Paulo, ``tags`` list<string>. Streamed through a
+    server-side cursor (memory ~ one month). Works in the caller's transaction; on an
+    idle autocommit connection it opens its own.
+    """
+    return _export(conn, month)[0]
+
+
+# --------------------------------------------------------------------------------------
+# The lazy shard mapping
+# --------------------------------------------------------------------------------------
+class LazyMonthShards(Mapping[str, pa.Table]):
+    """``month -> export_month(conn, month)``, computed on access and never cached.
+
+    :meth:`DatasetRepo.commit` reads each month once, so at most one exported month is
+    alive at a time. The keys of every exported row are kept in :attr:`exported` (the last
+    export wins if a month is read twice), and ``on_exported(month, rows)`` is called
+    after each export.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        months: Collection[str],
+        on_exported: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self._conn = conn
+        self._months = tuple(sorted(set(months)))
+        self._on_exported = on_exported
+        self.exported: dict[str, ExportedKeys] = {}
+        self.export_seconds = 0.0
+
+    def __getitem__(self, month: str) -> pa.Table:
+        if month not in self._months:
+            raise KeyError(month)
+        started = time.perf_counter()
+        table, keys = _export(self._conn, month)
+        self.exported[month] = keys
+        seconds = time.perf_counter() - started
+        self.export_seconds += seconds
+        logger.info(
+            "exported %s: %d rows (%d pending) in %.2fs",
+            month,
+            table.num_rows,
+            keys.pending.true_count,
+            seconds,
+        )
+        if self._on_exported is not None:
+            self._on_exported(month, table.num_rows)
+        return table
+
+    def __contains__(self, month: object) -> bool:  # Mapping's default would export
+        return month in self._months
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._months)
+
+    def __len__(self) -> int:
+        return len(self._months)
+
+    @property
+    def rows_exported(self) -> int:
+        return sum(len(k.ids) for k in self.exported.values())
+
+
+# --------------------------------------------------------------------------------------
+# Memory measurement
+# --------------------------------------------------------------------------------------
+class _RssSampler:
+    """Peak resident set size of this process while the block runs (psutil, sampled).
+
+    A thread samples every :data:`RSS_SAMPLE_SECONDS`, plus once at the start and end.
+    ``ru_maxrss`` would be simpler but is the peak of the whole process lifetime (useless
+    in a long-lived worker). Short spikes between two samples can be missed. Without
+    psutil the values are None.
+    """
+
+    def __init__(self, interval: float = RSS_SAMPLE_SECONDS) -> None:
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process: Any = None
+        self.start_bytes: int | None = None
+        self.peak_bytes: int | None = None
+
+    def _sample(self) -> None:
+        rss = int(self._process.memory_info().rss)
+        self.peak_bytes = rss if self.peak_bytes is None else max(self.peak_bytes, rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def __enter__(self) -> _RssSampler:
+        try:
+            import psutil
+        except ImportError:  # pragma: no cover - psutil is a dependency
+            return self
+        self._process = psutil.Process(os.getpid())
+        self._sample()
+        self.start_bytes = self.peak_bytes
+        self._thread = threading.Thread(target=self._run, name="hf-sync-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+
+    @staticmethod
+    def _mb(value: int | None) -> float | None:
+        return None if value is None else round(value / 2**20, 1)
+
+    @property
+    def start_mb(self) -> float | None:
+        return self._mb(self.start_bytes)
+
+    @property
+    def peak_mb(self) -> float | None:
+        return self._mb(self.peak_bytes)
+
+
+# --------------------------------------------------------------------------------------
+# The sync
+# --------------------------------------------------------------------------------------
+@dataclass
+class SyncReport:
+    """The outcome of :func:`sync_to_hf`.
+
+    ``months``: months written (exported) in the commit; ``deleted``: months removed
+    (``full=True`` only). ``revision``: the revision the rows were marked with (the new
+    head, or the unchanged head when the commit changed nothing or nothing was pending).
+    ``committed``: a new revision was made. ``peak_rss_mb``: peak RSS of the process
+    during the sync, ``start_rss_mb`` at its start (see :class:`_RssSampler`).
+    ``timings``: seconds spent exporting from PG (``export``), in the rest of the commit
+    (``commit``: validating, writing and uploading shards) and marking rows (``mark``).
+    """
+
+    months: list[str]
+    rows_exported: int
+    rows_marked: int
+    revision: str | None
+    seconds: float
+    peak_rss_mb: float | None
+    deleted: list[str] = field(default_factory=list)
+    committed: bool = False
+    start_rss_mb: float | None = None
+    log_id: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "months": self.months,
+            "deleted": self.deleted,
+            "rows_exported": self.rows_exported,
+            "rows_marked": self.rows_marked,
+            "revision": self.revision,
+            "committed": self.committed,
+            "seconds": round(self.seconds, 3),
+            "peak_rss_mb": self.peak_rss_mb,
+            "start_rss_mb": self.start_rss_mb,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+_MARK = sql.SQL(
+    """
+    UPDATE {news} AS n SET synced_to_hf_at = clock_timestamp(), hf_revision = %(revision)s
+    FROM unnest(%(ids)s::int8[], %(updated_at)s::timestamptz[]) AS e(id, exported_updated_at)
+    WHERE n.id = e.id AND n.updated_at = e.exported_updated_at
+      AND (n.hf_revision IS DISTINCT FROM %(revision)s OR {pending})
+    """
+).format(news=sql.Identifier("news"), pending=_PENDING)
+
+
+def _mark_synced(
+    conn: psycopg.Connection[Any],
+    exported: Mapping[str, ExportedKeys],
+    revision: str,
+    *,
+    all_rows: bool,
+) -> int:
+    """In the caller's transaction: compare-and-set the exported rows synced; how many.
+
+    A row is marked only if its ``updated_at`` is still the exported one (an edit since
+    keeps it pending) and the mark changes something (a row already synced with
+    ``revision``, e.g. by a previous ``full`` sync that produced the same head, is left
+    alone instead of being rewritten).
+    """
+    marked = 0
+    with conn.cursor(row_factory=tuple_row) as cur:
+        for month in sorted(exported):
+            ids, updated = exported[month].select(all_rows=all_rows)
+            if not ids:
+                continue
+            cur.execute(_MARK, {"revision": revision, "ids": ids, "updated_at": updated})
+            marked += cur.rowcount
+            if cur.rowcount != len(ids):
+                logger.info(
+                    "%s: %d of %d exported rows not marked (changed during the sync: they "
+                    "stay pending; or already synced with %s)",
+                    month,
+                    len(ids) - cur.rowcount,
+                    len(ids),
+                    revision[:12],
+                )
+    return marked
+
+
+def _plan(
+    conn: psycopg.Connection[Any],
+    repo: DatasetRepo,
+    parent: str | None,
+    months: Collection[str] | None,
+    full: bool,
+) -> tuple[list[str], list[str], dict[str, int]]:
+    """(months to export, months to delete, month -> pending rows)."""
+    pending = pending_months(conn)
+    if months is None and not full:
+        return sorted(pending), [], pending
+    wanted = None if months is None else {str(m) for m in months}
+    for month in wanted or ():
+        _month_range(month)  # validate
+    in_pg = all_months(conn)
+    in_hf = set(repo.list_shards(parent)) if (full and parent is not None) else set()
+    if wanted is None:
+        wanted = set(in_pg) | in_hf
+    export = sorted(m for m in wanted if m in in_pg)
+    delete = sorted(m for m in wanted if m not in in_pg and m in in_hf) if full else []
+    skipped = sorted(wanted - set(export) - set(delete))
+    if skipped:
+        logger.info("months without rows in PostgreSQL, not written: %s", skipped)
+    return export, delete, pending
+
+
+def _commit_message(export: list[str], delete: list[str], full: bool) -> str:
+    touched = sorted(export + delete)
+    span = touched[0] if len(touched) == 1 else f"{touched[0]}..{touched[-1]}"
+    kind = "full re-export" if full else "sync"
+    message = f"PostgreSQL {kind}: {len(export)} month(s) written"
+    if delete:
+        message += f", {len(delete)} deleted"
+    return f"{message} ({span})"
+
+
+def _log_failure(conninfo: str, conn: psycopg.Connection[Any], log_id: int, error: str) -> None:
+    """Best effort: finish the sync_log row as failed (on a new connection if needed)."""
+    try:
+        if conn.broken or conn.closed:
+            with psycopg.connect(conninfo, autocommit=True) as fresh:
+                pg_store.finish_log(fresh, log_id, "failed", error=error)
+        else:
+            with _transaction(conn):
+                pg_store.finish_log(conn, log_id, "failed", error=error)
+    except Exception:
+        logger.exception("could not record the failure of sync_log row %d", log_id)
+
+
+def sync_to_hf(
+    conninfo: str,
+    repo: DatasetRepo,
+    *,
+    months: Collection[str] | None = None,
+    full: bool = False,
+    on_month_exported: Callable[[str, int], None] | None = None,
+) -> SyncReport:
+    """Sync PG -> ``repo`` in ONE commit; mark the exported rows synced afterwards.
+
+    Months written: those with pending rows (default; every month when the repo is
+    empty); ``months``: exactly those (with rows in PG), pending or not; ``full=True``:
+    every month of PG (the full re-export baseline, every exported row marked), and
+    months of the repo without rows in PG are deleted in the same commit (only then: a
+    month missing from PG otherwise means nothing to sync, not "delete"). ``full`` with
+    ``months`` limits both to ``months``.
+
+    With nothing to write, no commit is made (no empty revisions). The run is logged in
+    ``sync_log`` (operation :data:`SYNC_OPERATION`, scope = the months). On a failed
+    commit nothing is marked, the log row is ``failed`` and the exception propagates.
+    ``on_month_exported(month, rows)`` is called after each month's export (progress;
+    tests use it to edit rows mid-sync). Raises :class:`SyncInProgressError` if another
+    sync runs on the database.
+    """
+    started = time.perf_counter()
+    with _RssSampler() as rss, psycopg.connect(conninfo, autocommit=True) as conn:
+        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()
+        if not (locked and locked[0]):
+            raise SyncInProgressError("another HF sync is running on this database")
+        try:
+            report = _sync(conninfo, conn, repo, months, full, on_month_exported)
+        finally:
+            if not (conn.broken or conn.closed):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SYNC_LOCK_KEY,))
+    report.seconds = time.perf_counter() - started
+    report.peak_rss_mb = rss.peak_mb
+    report.start_rss_mb = rss.start_mb
+    logger.info("HF sync finished: %s", report.as_dict())
+    return report
+
+
+def _sync(
+    conninfo: str,
+    conn: psycopg.Connection[Any],
+    repo: DatasetRepo,
+    months: Collection[str] | None,
+    full: bool,
+    on_month_exported: Callable[[str, int], None] | None,
+) -> SyncReport:
+    parent = repo.head()
+    if parent is None and months is None and not full:
+        # An empty repo (new, or recreated) needs everything, synced before or not.
+        logger.info("HF sync: %r is empty; exporting every month (full)", repo)
+        full = True
+    export, delete, pending = _plan(conn, repo, parent, months, full)
+    details: dict[str, Any] = {
+        "full": full,
+        "requested_months": sorted(months) if months is not None else None,
+        "pending": pending,
+        "written": export,
+        "deleted": delete,
+        "parent_revision": parent,
+    }
+    if not export and not delete:
+        log_id = pg_store.start_log(conn, SYNC_OPERATION, None, details)
+        pg_store.finish_log(conn, log_id, "success", 0, 0, 0, revision=parent)
+        logger.info("HF sync: nothing to sync; head stays %s", parent)
+        return SyncReport([], 0, 0, parent, 0.0, None, log_id=log_id)
+
+    scope = ",".join(sorted(export + delete))
+    log_id = pg_store.start_log(conn, SYNC_OPERATION, scope, details)  # committed: autocommit
+    logger.info(
+        "HF sync %d: writing %s, deleting %s onto %s (%d pending rows)",
+        log_id,
+        export,
+        delete,
+        parent,
+        sum(pending.values()),
+    )
+    shards = LazyMonthShards(conn, export, on_month_exported)
+    commit_started = time.perf_counter()
+    try:
+        info = repo.commit(
+            shards,
+            message=_commit_message(export, delete, full),
+            delete=delete,
+            parent_revision=parent,
+        )
+    except Exception as exc:
+        logger.error("HF sync %d: the commit failed, nothing marked synced: %s", log_id, exc)
+        _log_failure(conninfo, conn, log_id, f"{type(exc).__name__}: {exc}")
+        raise
+
+    rows_exported = shards.rows_exported
+    timings = {
+        "export": shards.export_seconds,
+        "commit": time.perf_counter() - commit_started - shards.export_seconds,
+    }
+    mark_started = time.perf_counter()
+    try:
+        with conn.transaction():
+            marked = _mark_synced(conn, shards.exported, info.revision, all_rows=full)
+            timings["mark"] = time.perf_counter() - mark_started
+            pg_store.finish_log(
+                conn,
+                log_id,
+                "success",
+                rows_in=rows_exported,
+                rows_written=marked,
+                rows_rejected=0,
+                details={
+                    "added": list(info.added),
+                    "deleted_done": list(info.deleted),
+                    "committed": info.revision != parent,
+                    "timings": {k: round(v, 3) for k, v in timings.items()},
+                },
+                revision=info.revision,
+            )
+    except Exception as exc:
+        logger.error(
+            "HF sync %d: committed %s but marking failed; the rows stay pending and the "
+            "next sync re-exports them: %s",
+            log_id,
+            info.revision,
+            exc,
+        )
+        _log_failure(
+            conninfo,
+            conn,
+            log_id,
+            f"committed {info.revision} but marking failed: {type(exc).__name__}: {exc}",
+        )
+        raise
+    return SyncReport(
+        months=export,
+        rows_exported=rows_exported,
+        rows_marked=marked,
+        revision=info.revision,
+        seconds=0.0,
+        peak_rss_mb=None,
+        deleted=list(info.deleted),
+        committed=info.revision != parent,
+        log_id=log_id,
+        timings=timings,
+    )

@@ -1,0 +1,502 @@
+"""pg_store against a real PostgreSQL: reference data, write_records, sync_log, migration."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from bi_platform.news import pg_schema, pg_store
+from bi_platform.news.dataset_repo import LocalDatasetRepo
+from bi_platform.news.pg_store import (
+    DUPLICATE_URL,
+    MISSING_FIELD,
+    NUL_CHARACTER,
+    UNKNOWN_AGENCY,
+    UNKNOWN_THEME,
+    WRONG_THEME_LEVEL,
+    MigrationError,
+    finish_log,
+    load_reference_data,
+    migrate_from_repo,
+    start_log,
+    succeeded_scopes,
+    write_records,
+)
+from bi_platform.news.records import HF_SCHEMA, content_hash
+from bi_platform.news.reference_data import load_agencies, load_themes
+from bi_platform.sample_data.news import generate_news, month_shards
+
+ALL_NEWS_INDEXES = 10  # see test_pg_schema.NEWS_INDEXES
+
+
+@functools.cache
+def sample(n: int, seed: int = 11) -> pa.Table:
+    return generate_news(n, seed=seed)
+
+
+@pytest.fixture
+def news_db(pg_url: str) -> str:
+    """A database with the news schema and the packaged reference data."""
+    pg_schema.migrate(pg_url)
+    with psycopg.connect(pg_url) as conn:
+        load_reference_data(conn, load_agencies(), load_themes())
+    return pg_url
+
+
+@pytest.fixture
+def conn(news_db: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(news_db) as c:
+        yield c
+
+
+def scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any:
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else row[0]
+
+
+def replace_column(table: pa.Table, name: str, values: list[Any]) -> pa.Table:
+    index = table.schema.get_field_index(name)
+    return table.set_column(
+        index, table.schema.field(name), pa.array(values, HF_SCHEMA.field(name).type)
+    )
+
+
+def edit(table: pa.Table, row: int, **changes: Any) -> pa.Table:
+    for name, value in changes.items():
+        values = table.column(name).to_pylist()
+        values[row] = value
+        table = replace_column(table, name, values)
+    return table
+
+
+def reconciles(result: pg_store.WriteResult) -> bool:
+    return result.rows_in == result.inserted + result.updated + result.unchanged + result.rejected
+
+
+# --------------------------------------------------------------------------------------
+# reference data
+# --------------------------------------------------------------------------------------
+def test_load_reference_data_is_idempotent_and_follows_renames(pg_url: str) -> None:
+    pg_schema.migrate(pg_url)
+    agencies, themes = load_agencies(), load_themes()
+    with psycopg.connect(pg_url) as conn:
+        first = load_reference_data(conn, agencies, themes)
+        conn.commit()
+        assert first["agencies_inserted"] == len(agencies)
+        assert first["themes_inserted"] == len(themes)
+        stamp = scalar(conn, "SELECT max(updated_at) FROM agencies")
+        again = load_reference_data(conn, agencies, themes)
+        conn.commit()
+        assert not any(again.values())
+        assert scalar(conn, "SELECT max(updated_at) FROM agencies") == stamp
+
+        write_records(conn, sample(60), source="t")
+        key = sample(60).column("agency")[0].as_py()
+        renamed = dict(agencies)
+        renamed[key] = type(agencies[key])(**{**agencies[key].__dict__, "name": "Novo nome"})
+        third = load_reference_data(conn, renamed, themes)
+        assert third["agencies_updated"] == 1
+        assert third["news_agency_names_updated"] >= 1
+        assert scalar(
+            conn, "SELECT count(*) FROM news WHERE agency_key = %s AND agency_name <> %s",
+            (key, "Novo nome"),
+        ) == 0  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# write_records
+# --------------------------------------------------------------------------------------
+def test_insert_then_identical_rerun_writes_nothing(conn: psycopg.Connection[Any]) -> None:
+    table = sample(300)
+    first = write_records(conn, table, source="t")
+    conn.commit()
+    assert (first.inserted, first.updated, first.unchanged, first.rejected) == (300, 0, 0, 0)
+    assert scalar(conn, "SELECT count(*) FROM news") == 300
+    before = conn.execute("SELECT unique_id, updated_at, xmin::text FROM news").fetchall()
+
+    again = write_records(conn, table, source="t")
+    conn.commit()
+    assert (again.inserted, again.updated, again.unchanged, again.rejected) == (0, 0, 300, 0)
+    after = conn.execute("SELECT unique_id, updated_at, xmin::text FROM news").fetchall()
+    assert sorted(after) == sorted(before)  # not even a new row version
+    assert scalar(conn, "SELECT count(*) FROM news_rejected") == 0
+
+
+def test_stored_values_round_trip(conn: psycopg.Connection[Any]) -> None:
+    table = sample(120)
+    write_records(conn, table, source="t")
+    rows = conn.execute(
+        "SELECT unique_id, agency, published_at, extracted_at, title, tags, content, "
+        "theme_1_level_2_code, theme_1_level_2_label, content_hash, agency_name FROM news_hf"
+    ).fetchall()
+    stored = {r[0]: r for r in rows}
+    agencies = load_agencies()
+    for rec in table.to_pylist():
+        got = stored[rec["unique_id"]]
+        assert got[1:10] == (
+            rec["agency"],
+            rec["published_at"],
+            rec["extracted_at"],
+            rec["title"],
+            rec["tags"],
+            rec["content"],
+            rec["theme_1_level_2_code"],
+            rec["theme_1_level_2_label"],
+            rec["content_hash"],
+        )
+        assert got[10] == agencies[rec["agency"]].name
+
+
+def test_edit_updates_and_bumps_updated_at(conn: psycopg.Connection[Any]) -> None:
+    table = sample(200)
+    write_records(conn, table, source="t")
+    conn.commit()
+    before = dict(conn.execute("SELECT unique_id, updated_at FROM news").fetchall())
+    edited = edit(table, 5, content="Texto corrigido.", content_hash=None)
+    edited = edit(edited, 9, summary="Resumo novo.")
+    result = write_records(conn, edited, source="t")
+    conn.commit()
+    assert (result.inserted, result.updated, result.unchanged) == (0, 2, 198)
+    after = dict(conn.execute("SELECT unique_id, updated_at FROM news").fetchall())
+    changed = {u for u in after if after[u] != before[u]}
+    ids = table.column("unique_id").to_pylist()
+    assert changed == {ids[5], ids[9]}
+    assert all(after[u] > before[u] for u in changed)
+    row = conn.execute(
+        "SELECT content, content_hash FROM news WHERE unique_id = %s", (ids[5],)
+    ).fetchone()
+    assert row == ("Texto corrigido.", content_hash(table["title"][5].as_py(), "Texto corrigido."))
+
+
+def test_missing_ids_are_computed(conn: psycopg.Connection[Any]) -> None:
+    table = sample(20)
+    blank = replace_column(table, "unique_id", [None] * 10 + [""] * 10)
+    blank = replace_column(blank, "content_hash", [None] * 20)
+    result = write_records(conn, blank.drop_columns(["theme_1_level_1_label"]), source="t")
+    assert result.inserted == 20
+    stored = conn.execute("SELECT unique_id, content_hash FROM news").fetchall()
+    assert sorted(stored) == sorted(
+        zip(table["unique_id"].to_pylist(), table["content_hash"].to_pylist(), strict=True)
+    )
+
+
+def test_each_invalid_row_is_rejected_with_source_and_reason(
+    conn: psycopg.Connection[Any],
+) -> None:
+    table = sample(40)
+    bad = edit(table, 1, title="   ")
+    bad = edit(bad, 2, url=None)
+    bad = edit(bad, 3, agency="ministerio-da-magia", unique_id=None)
+    bad = edit(bad, 4, theme_1_level_1_code="99")
+    bad = edit(bad, 5, most_specific_theme_code="77.77.77")
+    bad = edit(bad, 6, theme_1_level_1_code="01.01")
+    bad = edit(bad, 7, content="nul \x00 char")
+    bad = edit(bad, 8, tags=["ok", "bad\x00tag"])
+    result = write_records(conn, bad, source="shard 2025-03", log_id=None)
+    assert reconciles(result)
+    assert (result.inserted, result.rejected) == (32, 8)
+    assert result.rejected_by_reason == {
+        MISSING_FIELD: 2,
+        UNKNOWN_AGENCY: 1,
+        UNKNOWN_THEME: 2,
+        WRONG_THEME_LEVEL: 1,
+        f"{NUL_CHARACTER} in content": 1,
+        f"{NUL_CHARACTER} in tags": 1,
+    }
+    rows = conn.execute(
+        "SELECT source, reason, raw ->> 'title', raw_text, unique_id FROM news_rejected ORDER BY id"
+    ).fetchall()
+    by_source = {r[0]: r for r in rows}
+    assert set(by_source) == {f"shard 2025-03 row {i}" for i in range(1, 9)}
+    assert by_source["shard 2025-03 row 1"][1] == f"{MISSING_FIELD}: 'title'"
+    assert by_source["shard 2025-03 row 2"][1] == f"{MISSING_FIELD}: 'url'"
+    assert by_source["shard 2025-03 row 3"][1] == f"{UNKNOWN_AGENCY}: 'ministerio-da-magia'"
+    assert by_source["shard 2025-03 row 3"][4] is None  # no id given, none computed
+    assert by_source["shard 2025-03 row 4"][1] == (f"{UNKNOWN_THEME}: '99' in theme_1_level_1_code")
+    assert by_source["shard 2025-03 row 5"][1] == (
+        f"{UNKNOWN_THEME}: '77.77.77' in most_specific_theme_code"
+    )
+    assert by_source["shard 2025-03 row 6"][1].startswith(
+        f"{WRONG_THEME_LEVEL}: '01.01' in theme_1_level_1_code is a level-2 theme"
+    )
+    assert by_source["shard 2025-03 row 2"][2] == table["title"][2].as_py()  # raw kept
+    assert by_source["shard 2025-03 row 4"][4] == table["unique_id"][4].as_py()
+    assert scalar(conn, "SELECT count(*) FROM news") == 32
+
+
+def test_row_sources_name_the_rejections(conn: psycopg.Connection[Any]) -> None:
+    table = edit(sample(3), 0, agency="agencia-x")
+    sources = [f"inbox 2026-11-01.jsonl line {n}" for n in (4, 7, 9)]
+    write_records(conn, table, source="inbox 2026-11-01.jsonl", row_sources=sources)
+    assert conn.execute("SELECT source FROM news_rejected").fetchall() == [(sources[0],)]
+
+
+def test_url_conflicts_are_rejected_without_aborting(conn: psycopg.Connection[Any]) -> None:
+    table = sample(50)
+    write_records(conn, table.slice(0, 40), source="t")
+    conn.commit()
+    stored_id = table["unique_id"][3].as_py()
+    # a different story (other title -> other unique_id) with the URL of a stored one
+    clash = edit(table.slice(3, 1), 0, title="Outro título", unique_id=None)
+    # two new stories sharing one URL: the first one wins
+    pair = edit(
+        table.slice(45, 2),
+        1,
+        url=table["url"][45].as_py(),
+        agency=table["agency"][45].as_py(),
+        unique_id=None,
+    )
+    batch = pa.concat_tables([table.slice(40, 5), clash, pair, table.slice(0, 2)])
+    result = write_records(conn, batch, source="b")
+    conn.commit()
+    assert reconciles(result)
+    assert (result.inserted, result.unchanged, result.rejected) == (6, 2, 2)
+    assert result.rejected_by_reason == {DUPLICATE_URL: 2}
+    reasons = dict(conn.execute("SELECT source, reason FROM news_rejected").fetchall())
+    assert reasons == {
+        "b row 5": f"{DUPLICATE_URL}: stored as unique_id {stored_id}",
+        "b row 7": f"{DUPLICATE_URL}: earlier in the batch as unique_id "
+        f"{table['unique_id'][45].as_py()}",
+    }
+    assert scalar(conn, "SELECT count(*) FROM news") == 46
+
+
+def test_duplicate_ids_in_a_batch_keep_the_last(conn: psycopg.Connection[Any]) -> None:
+    table = sample(10)
+    later = edit(table.slice(2, 1), 0, summary="Versão final.")
+    batch = pa.concat_tables([table, table.slice(2, 1), later])
+    result = write_records(conn, batch, source="t")
+    assert reconciles(result)
+    assert (result.rows_in, result.inserted, result.unchanged, result.duplicates) == (12, 10, 2, 2)
+    summary = scalar(
+        conn, "SELECT summary FROM news WHERE unique_id = %s", (table["unique_id"][2].as_py(),)
+    )
+    assert summary == "Versão final."
+
+
+def test_a_failing_batch_leaves_nothing(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        """
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.title = 'boom' THEN RAISE EXCEPTION 'refused by test trigger'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON news FOR EACH ROW EXECUTE FUNCTION refuse();
+        """
+    )
+    conn.commit()
+    batch = edit(edit(sample(30), 4, title="boom"), 7, agency="agencia-x")
+    with pytest.raises(psycopg.errors.RaiseException):
+        write_records(conn, batch, source="t")
+    conn.rollback()
+    assert scalar(conn, "SELECT count(*) FROM news") == 0
+    assert scalar(conn, "SELECT count(*) FROM news_rejected") == 0
+
+
+def test_empty_and_all_rejected_batches(conn: psycopg.Connection[Any]) -> None:
+    empty = write_records(conn, HF_SCHEMA.empty_table(), source="t")
+    assert (empty.rows_in, empty.inserted, empty.rejected) == (0, 0, 0)
+    bad = replace_column(sample(5), "agency", ["agencia-x"] * 5)
+    result = write_records(conn, bad, source="t")
+    assert (result.rows_in, result.inserted, result.unchanged, result.rejected) == (5, 0, 0, 5)
+    assert scalar(conn, "SELECT count(*) FROM news_rejected") == 5
+
+
+def test_autocommit_connection_gets_its_own_transaction(news_db: str) -> None:
+    with psycopg.connect(news_db, autocommit=True) as conn:
+        result = write_records(conn, sample(30), source="t")
+        assert result.inserted == 30
+    with psycopg.connect(news_db) as other:
+        assert scalar(other, "SELECT count(*) FROM news") == 30
+
+
+def test_conform_refuses_string_timestamps() -> None:
+    table = sample(3)
+    strings = table.set_column(
+        table.schema.get_field_index("published_at"),
+        "published_at",
+        pc.cast(pc.strftime(table["published_at"]), pa.string()),
+    )
+    with pytest.raises(ValueError, match="published_at"):
+        pg_store.conform(strings)
+    with pytest.raises(ValueError, match="unknown"):
+        pg_store.conform(table.append_column("extra", pa.array([1, 2, 3])))
+
+
+# --------------------------------------------------------------------------------------
+# sync_log
+# --------------------------------------------------------------------------------------
+def test_sync_log_helpers(conn: psycopg.Connection[Any]) -> None:
+    a = start_log(conn, "migration", "rev:2025-01", {"month": "2025-01"})
+    b = start_log(conn, "migration", "rev:2025-02")
+    c = start_log(conn, "ingest", "inbox x")
+    finish_log(conn, a, "success", 10, 9, 1, details={"extra": 1}, revision="rev")
+    finish_log(conn, b, "failed", error="boom")
+    finish_log(conn, c, "success", 1, 1, 0)
+    assert succeeded_scopes(conn, "migration") == {"rev:2025-01"}
+    assert succeeded_scopes(conn, "migration", prefix="other:") == set()
+    row = conn.execute(
+        "SELECT status, rows_in, rows_written, rows_rejected, details, revision, "
+        "finished_at >= started_at FROM sync_log WHERE id = %s",
+        (a,),
+    ).fetchone()
+    assert row == ("success", 10, 9, 1, {"month": "2025-01", "extra": 1}, "rev", True)
+    with pytest.raises(ValueError):
+        finish_log(conn, a, "running")
+    with pytest.raises(LookupError):
+        finish_log(conn, 10**9, "success")
+
+
+# --------------------------------------------------------------------------------------
+# migration
+# --------------------------------------------------------------------------------------
+def make_repo(root: Path, table: pa.Table) -> LocalDatasetRepo:
+    repo = LocalDatasetRepo(root)
+    repo.commit(month_shards(table), message="initial dataset")
+    return repo
+
+
+def index_count(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return scalar(conn, "SELECT count(*) FROM pg_indexes WHERE tablename = 'news'")
+
+
+def test_migration_copies_everything_and_reruns_do_nothing(news_db: str, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", sample(600))
+    shards = repo.list_shards()
+    report = migrate_from_repo(news_db, repo)
+    assert report.revision == repo.head()
+    assert report.migrated == shards and not report.failed
+    assert report.inserted == report.rows_in == repo.row_count() == 600
+    assert index_count(news_db) == ALL_NEWS_INDEXES  # the fast path rebuilt them
+    with psycopg.connect(news_db) as conn:
+        assert scalar(conn, "SELECT count(*) FROM news") == 600
+        assert succeeded_scopes(conn, "migration") == {f"{repo.head()}:{m}" for m in shards}
+        stamp = scalar(conn, "SELECT max(updated_at) FROM news")
+        assert scalar(
+            conn, "SELECT count(*) FROM sync_log WHERE operation = %s AND status = 'success'",
+            (pg_store.INDEX_OPERATION,),
+        ) == 1  # fmt: skip
+
+    again = migrate_from_repo(news_db, repo)
+    assert again.skipped == shards and again.migrated == [] and again.rows_in == 0
+    with psycopg.connect(news_db) as conn:
+        assert scalar(conn, "SELECT max(updated_at) FROM news") == stamp
+
+    # a new revision re-reads every shard; all unchanged but the edited one
+    month = shards[3]
+    edited = edit(repo.read_shard(month), 0, summary="Atualizado.")
+    repo.commit({month: edited}, message="edit one story")
+    third = migrate_from_repo(news_db, repo)
+    assert third.migrated == shards
+    assert (third.inserted, third.updated, third.unchanged) == (0, 1, 599)
+
+
+def test_migration_resumes_after_its_connection_is_killed(news_db: str, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", sample(600))
+    shards = repo.list_shards()
+    victim = shards[2]
+
+    def kill(month: str, pid: int) -> None:
+        if month == victim:
+            with psycopg.connect(news_db, autocommit=True) as other:
+                assert scalar(other, "SELECT pg_terminate_backend(%s)", (pid,)) is True
+
+    with pytest.raises(psycopg.OperationalError):
+        migrate_from_repo(news_db, repo, hook=kill)
+
+    first_two = sum(repo.read_shard(m).num_rows for m in shards[:2])
+    with psycopg.connect(news_db) as conn:
+        assert scalar(conn, "SELECT count(*) FROM news") == first_two  # shard 3 rolled back
+        assert succeeded_scopes(conn, "migration") == {f"{repo.head()}:{m}" for m in shards[:2]}
+    assert index_count(news_db) < ALL_NEWS_INDEXES  # still deferred: the run died
+
+    report = migrate_from_repo(news_db, repo)
+    assert report.skipped == shards[:2]
+    assert report.migrated == shards[2:]
+    assert index_count(news_db) == ALL_NEWS_INDEXES
+    with psycopg.connect(news_db) as conn:
+        total, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT unique_id) FROM news"
+        ).fetchone()
+        assert total == distinct == repo.row_count() == 600
+        assert scalar(conn, "SELECT count(*) FROM news_rejected") == 0
+        ids = {r[0] for r in conn.execute("SELECT unique_id FROM news")}
+    assert ids == set(sample(600).column("unique_id").to_pylist())
+
+
+def test_rejected_rows_of_a_bad_shard_land_in_news_rejected(news_db: str, tmp_path: Path) -> None:
+    table = sample(300)
+    shards = month_shards(table)
+    month = sorted(shards)[5]
+    bad = edit(edit(shards[month], 0, agency="orgao-desconhecido"), 2, theme_1_level_2_code="88.88")
+    shards[month] = bad
+    repo = LocalDatasetRepo(tmp_path / "repo")
+    repo.commit(shards, message="with bad rows")
+    report = migrate_from_repo(news_db, repo)
+    assert report.rejected == 2
+    assert report.inserted + report.rejected == repo.row_count()
+    with psycopg.connect(news_db) as conn:
+        rows = conn.execute(
+            "SELECT r.source, r.reason, l.scope FROM news_rejected r "
+            "JOIN sync_log l ON l.id = r.sync_log_id ORDER BY r.source"
+        ).fetchall()
+        logged = conn.execute(
+            "SELECT rows_in, rows_written, rows_rejected FROM sync_log WHERE scope = %s",
+            (f"{repo.head()}:{month}",),
+        ).fetchone()
+    scope = f"{repo.head()}:{month}"
+    assert rows == [
+        (f"shard {month} row 0", f"{UNKNOWN_AGENCY}: 'orgao-desconhecido'", scope),
+        (f"shard {month} row 2", f"{UNKNOWN_THEME}: '88.88' in theme_1_level_2_code", scope),
+    ]
+    assert logged == (bad.num_rows, bad.num_rows - 2, 2)
+
+
+class FlakyRepo(LocalDatasetRepo):
+    """A repo whose shard of one month cannot be read (until fixed)."""
+
+    broken: str | None = None
+
+    def read_shard(self, month: str, revision: str | None = None) -> pa.Table:
+        if month == self.broken:
+            raise OSError(f"cannot read {month}")
+        return super().read_shard(month, revision)
+
+
+def test_a_failing_shard_is_logged_and_the_rest_goes_on(news_db: str, tmp_path: Path) -> None:
+    make_repo(tmp_path / "repo", sample(300))
+    repo = FlakyRepo(tmp_path / "repo")
+    shards = repo.list_shards()
+    repo.broken = shards[1]
+    with pytest.raises(MigrationError) as raised:
+        migrate_from_repo(news_db, repo)
+    assert raised.value.report.failed == [shards[1]]
+    assert len(raised.value.report.migrated) == len(shards) - 1
+    assert index_count(news_db) == ALL_NEWS_INDEXES
+    with psycopg.connect(news_db) as conn:
+        assert scalar(
+            conn, "SELECT error FROM sync_log WHERE status = 'failed' AND scope = %s",
+            (f"{repo.head()}:{shards[1]}",),
+        ) == f"OSError: cannot read {shards[1]}"  # fmt: skip
+    repo.broken = None
+    report = migrate_from_repo(news_db, repo)
+    assert report.migrated == [shards[1]]
+    with psycopg.connect(news_db) as conn:
+        assert scalar(conn, "SELECT count(*) FROM news") == repo.row_count()
+
+
+def test_months_limit_the_migration_and_empty_repo_is_a_no_op(news_db: str, tmp_path: Path) -> None:
+    assert migrate_from_repo(news_db, LocalDatasetRepo(tmp_path / "empty")).revision is None
+    repo = make_repo(tmp_path / "repo", sample(300))
+    first = repo.list_shards()[:2]
+    report = migrate_from_repo(news_db, repo, months=[*first, "1999-01"])
+    assert report.migrated == first
