@@ -166,6 +166,54 @@ def bench_engines(rows: int, repeats: int, queries: str) -> None:
     click.echo(json.dumps(summary))
 
 
+@bench.command("news")
+@click.option("--rows", type=int, default=300_000, show_default=True, help="News records.")
+@click.option(
+    "--baseline-rows",
+    type=int,
+    default=60_000,
+    show_default=True,
+    help="Rows timed for the batch-INSERT baseline (rows/s extrapolated).",
+)
+@click.option(
+    "--database-url",
+    default=None,
+    help="Admin URL of the server where scratch databases are made (default: the platform's).",
+)
+def bench_news(rows: int, baseline_rows: int, database_url: str | None) -> None:
+    """HF -> PG migration vs raw COPY and batch INSERTs; incremental vs full HF sync."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bi_platform.bench import news
+
+    console = Console(stderr=True)
+    console.print(f"bench news: {rows:,} rows (scratch databases, dropped at the end)")
+    try:
+        stages, summary = news.run(
+            rows,
+            database_url=database_url,
+            baseline_rows=baseline_rows,
+            progress=lambda message: console.print(f"  {message}"),
+        )
+    except news.BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(title=f"news benchmark ({rows:,} rows)")
+    for column in ("stage", "rows", "seconds", "rows/s", "peak RSS MB"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for name, stage in stages.items():
+        peak = stage.get("peak_rss_mb")
+        table.add_row(
+            name,
+            f"{stage['rows']:,}",
+            f"{stage['seconds']:.2f}",
+            f"{stage['rows_per_s']:,.0f}",
+            f"{peak:.0f}" if peak is not None else "",
+        )
+    Console(width=160).print(table)
+    click.echo(json.dumps(summary))
+
+
 @main.command()
 def assets() -> None:
     """List the asset keys of the code location, one per line."""

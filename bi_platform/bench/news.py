@@ -1,0 +1,325 @@
+"""``bi-platform bench news``: the HF -> PostgreSQL migration and the PG -> HF sync.
+
+All measured in the same run, on the same ``rows`` generated records, in scratch
+databases (``bench_news_<random>``) created on the given server and dropped at the end
+(the platform's own database is never touched):
+
+- ``copy`` (the floor): binary COPY of the rows (news' content columns) into an UNLOGGED
+  copy of ``news`` without indexes nor constraints (same column storage/compression);
+- ``migration``: :func:`~bi_platform.news.pg_store.migrate_from_repo` from a
+  :class:`~bi_platform.news.dataset_repo.LocalDatasetRepo` holding the rows as month
+  shards into an empty, freshly migrated ``news`` (reading, validation, staging, merge,
+  index rebuild, FK checks, rejects);
+- ``baseline``: the original project's loader, batches of 1,000
+  ``INSERT ... ON CONFLICT (unique_id) DO NOTHING`` via ``executemany``, one transaction
+  per batch, into another empty ``news`` (timed on at most :data:`BASELINE_MAX_ROWS`
+  rows; rows/s extrapolated);
+- ``sync``: after a first (untimed) :func:`~bi_platform.news.hf_sync.sync_to_hf` into an
+  empty local repo, 1% of the rows (in the two most recent months) are edited, then the
+  incremental sync and a full re-export are timed. Each sync runs in a fresh spawned
+  process, so its peak RSS is its own (this process holds the generated rows); its time
+  is the SyncReport's (process start excluded).
+
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+DEFAULT_ROWS = 300_000
+BASELINE_MAX_ROWS = 60_000
+BASELINE_BATCH = 1_000
+EDIT_FRACTION = 0.01
+SCRATCH_PREFIX = "bench_news_"
+TARGETS = {
+    "fraction_of_raw_copy": (">=", 0.7),
+    "speedup_vs_batch_insert": (">=", 3.0),
+    "sync_fraction_of_full": ("<=", 0.10),
+    "sync_peak_rss_mb": ("<=", 500.0),
+}
+
+# COPY type of each content column of news (timestamps as timestamptz here).
+_TIMESTAMPS = {"published_at", "updated_datetime", "extracted_at"}
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run (e.g. no PostgreSQL server)."""
+
+
+def admin_url(database_url: str | None = None) -> str:
+    """The URL on which scratch databases are created: ``database_url`` or the platform's
+    (``DATABASE_URL`` or the running local cluster); fails clearly if none answers."""
+    from bi_platform.runtime import services
+    from bi_platform.runtime.postgres import PostgresRuntimeError
+    from bi_platform.settings import get_settings
+
+    if database_url is None:
+        try:
+            database_url = services.database_url(get_settings())
+        except PostgresRuntimeError as exc:
+            raise BenchError(f"no PostgreSQL server: {exc}") from None
+    try:
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        raise BenchError(
+            f"PostgreSQL at {services.mask_password(database_url)} does not answer ({exc}); "
+            "start the local server with `bi-platform up` (or pass --database-url)"
+        ) from None
+    return database_url
+
+
+@contextmanager
+def scratch_database(admin: str) -> Iterator[str]:
+    """A new empty database on ``admin``'s server (its URL); dropped afterwards."""
+    from bi_platform.runtime.services import with_database
+
+    name = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield with_database(admin, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def scratch_databases(admin: str) -> list[str]:
+    """Names of the scratch databases present on ``admin``'s server."""
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1",
+            (SCRATCH_PREFIX + "%",),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def prepare_database(url: str) -> None:
+    """Schema + reference data (not timed)."""
+    from bi_platform.news import pg_schema, pg_store
+    from bi_platform.news.reference_data import load_agencies, load_themes
+
+    pg_schema.migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        pg_store.load_reference_data(conn, load_agencies(), load_themes())
+
+
+def news_rows(table: pa.Table) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
+    """The rows as news would store them: (columns, COPY types, row tuples)."""
+    from bi_platform.news import pg_store
+    from bi_platform.news.reference_data import load_agencies, load_themes
+
+    reference = pg_store.ReferenceSets.from_reference_data(load_agencies(), load_themes())
+    validated = pg_store.validate_records(table, reference, source="bench")
+    staged = dict(zip(pg_store._STAGING, pg_store._staging_columns(validated), strict=True))
+    columns: list[str] = []
+    types: list[str] = []
+    values: list[list[Any]] = []
+    for (name, type_), column in staged.items():
+        if name == "seq":
+            continue
+        columns.append(name)
+        if name in _TIMESTAMPS:
+            types.append("timestamptz")
+            values.append(validated.table.column(name).to_pylist())
+        else:
+            types.append(type_)
+            values.append(column)
+    return columns, types, list(zip(*values, strict=True))
+
+
+def time_copy(url: str, columns: list[str], types: list[str], rows: list[tuple]) -> float:
+    """Seconds of the binary COPY into an unlogged, index-free copy of news."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE UNLOGGED TABLE news_copy_floor (LIKE news INCLUDING DEFAULTS "
+            "INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMPRESSION)"
+        )
+        copy_sql = sql.SQL("COPY news_copy_floor ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE news_copy_floor")
+    return seconds
+
+
+def time_batch_insert(url: str, columns: list[str], rows: list[tuple]) -> float:
+    """Seconds of the original loader: batches of INSERT ... ON CONFLICT DO NOTHING."""
+    statement = sql.SQL(
+        "INSERT INTO news ({}) VALUES ({}) ON CONFLICT (unique_id) DO NOTHING"
+    ).format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+    )
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        for start in range(0, len(rows), BASELINE_BATCH):
+            with conn.cursor() as cur:
+                cur.executemany(statement, rows[start : start + BASELINE_BATCH])
+            conn.commit()
+        return time.perf_counter() - started
+
+
+def edit_recent_rows(url: str, fraction: float = EDIT_FRACTION) -> int:
+    """Change ``content`` of ``fraction`` of the rows, spread over the two most recent
+    (São Paulo) months; returns how many rows were edited."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        total = conn.execute("SELECT count(*) FROM news").fetchone()[0]  # type: ignore[index]
+        wanted = max(1, round(total * fraction))
+        cur = conn.execute(
+            """
+            WITH bounds AS (
+                SELECT (date_trunc('month', max(published_at) AT TIME ZONE
+                        'America/Sao_Paulo') - interval '1 month')
+                       AT TIME ZONE 'America/Sao_Paulo' AS since
+                FROM news
+            )
+            UPDATE news SET content = coalesce(content, '') || ' [bench edit]'
+            WHERE id IN (
+                SELECT id FROM news, bounds WHERE published_at >= bounds.since
+                ORDER BY md5(unique_id) LIMIT %s
+            )
+            """,
+            (wanted,),
+        )
+        return cur.rowcount
+
+
+def _sync_in_child(url: str, repo_root: str, full: bool) -> dict[str, Any]:
+    """One :func:`sync_to_hf` (in a fresh process: its peak RSS is the sync's own)."""
+    from bi_platform.news.dataset_repo import LocalDatasetRepo
+    from bi_platform.news.hf_sync import sync_to_hf
+
+    return sync_to_hf(url, LocalDatasetRepo(repo_root), full=full).as_dict()
+
+
+def sync(url: str, repo_root: Path, *, full: bool = False) -> dict[str, Any]:
+    """:func:`sync_to_hf` into the local repo at ``repo_root``, run in a spawned process
+    (this one holds the generated rows, which would swamp the sync's RSS); the report."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_sync_in_child, url, str(repo_root), full).result()
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return round(numerator / denominator, 3) if denominator else float("inf")
+
+
+def _met(value: float, op: str, bound: float) -> bool:
+    return value >= bound if op == ">=" else value <= bound
+
+
+def run(
+    rows: int = DEFAULT_ROWS,
+    *,
+    database_url: str | None = None,
+    baseline_rows: int = BASELINE_MAX_ROWS,
+    seed: int = 7,
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Run the four measurements; (per-stage measurements, the JSON summary)."""
+    from bi_platform.news.dataset_repo import LocalDatasetRepo
+    from bi_platform.news.pg_store import migrate_from_repo
+    from bi_platform.sample_data.news import generate_news, month_shards
+
+    admin = admin_url(database_url)
+    stages: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_news_") as tmp:
+        progress(f"generating {rows:,} records")
+        table = generate_news(rows, seed=seed)
+        source = LocalDatasetRepo(Path(tmp) / "source")
+        source.commit(month_shards(table), message="bench news: source dataset")
+        columns, types, values = news_rows(table)
+        del table
+        with scratch_database(admin) as main_url, scratch_database(admin) as base_url:
+            prepare_database(main_url)
+            prepare_database(base_url)
+
+            progress("copy: binary COPY into an unlogged table (floor)")
+            seconds = time_copy(main_url, columns, types, values)
+            stages["copy"] = {"rows": len(values), "seconds": seconds}
+
+            n_base = min(len(values), baseline_rows)
+            progress(f"baseline: batch INSERT of {n_base:,} rows")
+            seconds = time_batch_insert(base_url, columns, values[:n_base])
+            stages["baseline"] = {"rows": n_base, "seconds": seconds}
+            del values
+
+            progress("migration: migrate_from_repo into an empty news")
+            report = migrate_from_repo(main_url, source)
+            stages["migration"] = {
+                "rows": report.rows_in,
+                "seconds": report.seconds,
+                "inserted": report.inserted,
+                "rejected": report.rejected,
+            }
+
+            hf_root = Path(tmp) / "hf"
+            progress("sync: first export (not timed)")
+            sync(main_url, hf_root)
+            edited = edit_recent_rows(main_url)
+            progress(f"sync: incremental after editing {edited:,} rows")
+            incremental = sync(main_url, hf_root)
+            progress("sync: full re-export")
+            full = sync(main_url, hf_root, full=True)
+            for name, done in (("sync_incremental", incremental), ("sync_full", full)):
+                stages[name] = {
+                    "rows": done["rows_exported"],
+                    "seconds": done["seconds"],
+                    "months": len(done["months"]),
+                    "peak_rss_mb": done["peak_rss_mb"],
+                }
+            with psycopg.connect(main_url) as conn:
+                pg_count = conn.execute("SELECT count(*) FROM news").fetchone()[0]  # type: ignore[index]
+            hf_count = LocalDatasetRepo(hf_root).row_count()
+
+    for stage in stages.values():
+        stage["rows_per_s"] = stage["rows"] / stage["seconds"] if stage["seconds"] else 0.0
+    copy_rps = stages["copy"]["rows_per_s"]
+    migration_rps = rows / stages["migration"]["seconds"]
+    baseline_rps = stages["baseline"]["rows_per_s"]
+    peak = incremental["peak_rss_mb"]
+    summary: dict[str, Any] = {
+        "bench": "news",
+        "rows": rows,
+        "copy_rows_per_s": round(copy_rps, 1),
+        "migration_rows_per_s": round(migration_rps, 1),
+        "baseline_rows_per_s": round(baseline_rps, 1),
+        "baseline_rows": stages["baseline"]["rows"],
+        "fraction_of_raw_copy": _ratio(migration_rps, copy_rps),
+        "speedup_vs_batch_insert": _ratio(migration_rps, baseline_rps),
+        "sync_incremental_s": round(incremental["seconds"], 3),
+        "sync_full_s": round(full["seconds"], 3),
+        "sync_edited_rows": edited,
+        "sync_fraction_of_full": _ratio(incremental["seconds"], full["seconds"]),
+        "sync_peak_rss_mb": round(peak, 1) if peak is not None else None,
+        "pg_count": pg_count,
+        "hf_count": hf_count,
+        "migration_rejected": stages["migration"]["rejected"],
+    }
+    targets = {
+        name: summary[name] is not None and _met(summary[name], op, bound)
+        for name, (op, bound) in TARGETS.items()
+    }
+    targets["pg_count_equals_hf_count"] = pg_count == hf_count
+    summary["targets_met"] = targets
+    return stages, summary
