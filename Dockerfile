@@ -6,7 +6,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
-    BI_PLATFORM_HOME=/opt/bi_platform/home
+    BI_PLATFORM_HOME=/opt/bi_platform/home \
+    HF_HUB_DISABLE_TELEMETRY=1
 
 # Java 17 for PySpark (local mode); procps for Spark's scripts; PostgreSQL client tools.
 RUN apt-get update \
