@@ -10,15 +10,12 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from bi_platform.runtime.postgres import LocalPostgres, local_url
+from bi_platform.runtime.postgres import LocalPostgres, local_url, scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -64,17 +61,8 @@ def pg_port(pg_cluster: LocalPostgres) -> int:
 @pytest.fixture
 def pg_url(pg_port: int) -> Iterator[str]:
     """A fresh, empty database on the session server; dropped after the test."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = local_url(pg_port, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield local_url(pg_port, name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with scratch_database(local_url(pg_port, "postgres"), "test_") as url:
+        yield url
 
 
 @pytest.fixture

@@ -25,12 +25,11 @@ Prints a table, then one JSON line.
 
 from __future__ import annotations
 
-import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,8 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 from psycopg import sql
+
+from bi_platform.runtime.postgres import scratch_database as runtime_scratch_database
 
 DEFAULT_ROWS = 300_000
 BASELINE_MAX_ROWS = 60_000
@@ -82,21 +83,9 @@ def admin_url(database_url: str | None = None) -> str:
     return database_url
 
 
-@contextmanager
-def scratch_database(admin: str) -> Iterator[str]:
+def scratch_database(admin: str) -> AbstractContextManager[str]:
     """A new empty database on ``admin``'s server (its URL); dropped afterwards."""
-    from bi_platform.runtime.services import with_database
-
-    name = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_database(admin, name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    return runtime_scratch_database(admin, SCRATCH_PREFIX)
 
 
 def scratch_databases(admin: str) -> list[str]:

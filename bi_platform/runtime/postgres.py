@@ -27,12 +27,14 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from filelock import FileLock
@@ -455,6 +457,22 @@ class LocalPostgres:
         if port is None:
             raise PostgresRuntimeError("the cluster has no port: is it running?")
         create_databases(local_url(port, "postgres"), self.databases)
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database named ``<prefix><random>`` on ``admin_url``'s server; its
+    URL is yielded and the database is dropped (even with open sessions) afterwards."""
+    name = f"{prefix}{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def accepts_connections(url: str, timeout: int = 3) -> bool:
