@@ -50,6 +50,7 @@ from bi_platform.news.reference_data import (
     load_agencies,
     load_themes,
 )
+from bi_platform.sample_data.files import atomic_target, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -1270,22 +1271,9 @@ def _profile(profile: str | NewsProfile) -> NewsProfile:
     return PROFILES[profile]
 
 
-def _write_atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_target(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
@@ -1357,7 +1345,7 @@ def _write_initial(
         "shards": entries,
     }
     payload = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-    _write_atomic_bytes(repo_dir / MANIFEST_NAME, payload.encode())
+    write_bytes_atomic(repo_dir / MANIFEST_NAME, payload.encode())
     logger.info(
         "news dataset (%s, seed %d): %d records in %d shards written to %s in %.1fs",
         prof.name,
@@ -1574,7 +1562,7 @@ def inbox_file(inbox_dir: Path, day: date) -> Path:
 def _write_batch(inbox_dir: Path, batch: InboxBatch) -> Path:
     inbox_dir.mkdir(parents=True, exist_ok=True)
     path = inbox_file(inbox_dir, batch.day)
-    _write_atomic_bytes(path, ("\n".join(batch.lines) + "\n").encode())
+    write_bytes_atomic(path, ("\n".join(batch.lines) + "\n").encode())
     return path
 
 
@@ -1652,5 +1640,5 @@ def write_news_sources(
         existing = pa.concat_tables([existing, batch.new_records])
     inbox_manifest = {**params, "batches": dict(sorted(recorded.items()))}
     payload = json.dumps(inbox_manifest, indent=2, ensure_ascii=False) + "\n"
-    _write_atomic_bytes(manifest_path, payload.encode())
+    write_bytes_atomic(manifest_path, payload.encode())
     return {"initial": initial, "inbox": inbox_manifest}

@@ -38,6 +38,7 @@ from bi_platform.retail.schema import (
     TABLES,
     RetailTable,
 )
+from bi_platform.sample_data.files import atomic_target, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -1635,12 +1636,8 @@ def _table(name: str) -> RetailTable:
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_target(path) as tmp:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _manifest_is_current(
@@ -1724,9 +1721,10 @@ def write_retail_exports(
         "sizes": {f.name: getattr(prof, f.name) for f in fields(prof) if f.name != "name"},
         "tables": entries,
     }
-    tmp = out_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(out_dir / MANIFEST_NAME)
+    write_bytes_atomic(
+        out_dir / MANIFEST_NAME,
+        (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode(),
+    )
     logger.info(
         "retail exports (%s, seed %d) written to %s in %.1fs",
         profile,
