@@ -4,8 +4,10 @@ All measured in the same run, on the same ``rows`` generated records, in scratch
 databases (``bench_news_<random>``) created on the given server and dropped at the end
 (the platform's own database is never touched):
 
-- ``copy`` (the floor): binary COPY of the rows (news' content columns) into an UNLOGGED
-  copy of ``news`` without indexes nor constraints (same column storage/compression);
+- ``copy`` (the floor): COPY of the rows (news' content columns, serialised beforehand
+  exactly as the write path does, :func:`~bi_platform.news.pg_store.copy_payload`) into
+  an UNLOGGED copy of ``news`` without indexes nor constraints (same column
+  storage/compression): the server's cost of storing the rows, nothing else;
 - ``migration``: :func:`~bi_platform.news.pg_store.migrate_from_repo` from a
   :class:`~bi_platform.news.dataset_repo.LocalDatasetRepo` holding the rows as month
   shards into an empty, freshly migrated ``news`` (reading, validation, staging, merge,
@@ -52,8 +54,6 @@ TARGETS = {
     "sync_peak_rss_mb": ("<=", 500.0),
 }
 
-# COPY type of each content column of news (timestamps as timestamptz here).
-_TIMESTAMPS = {"published_at", "updated_datetime", "extracted_at"}
 
 
 class BenchError(RuntimeError):
@@ -108,45 +108,38 @@ def prepare_database(url: str) -> None:
         pg_store.load_reference_data(conn, load_agencies(), load_themes())
 
 
-def news_rows(table: pa.Table) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
-    """The rows as news would store them: (columns, COPY types, row tuples)."""
+def news_rows(table: pa.Table) -> tuple[list[str], bytes, list[tuple[Any, ...]]]:
+    """The rows as news would store them: (columns, the CSV COPY payload the write path
+    sends, the same rows as Python tuples for the INSERT baseline)."""
     from bi_platform.news import pg_store
     from bi_platform.news.reference_data import load_agencies, load_themes
 
     reference = pg_store.ReferenceSets.from_reference_data(load_agencies(), load_themes())
     validated = pg_store.validate_records(table, reference, source="bench")
-    staged = dict(zip(pg_store._STAGING, pg_store._staging_columns(validated), strict=True))
-    columns: list[str] = []
-    types: list[str] = []
+    columns = list(pg_store._CONTENT_COLUMNS)
+    payload = pg_store.copy_payload(validated, columns)
     values: list[list[Any]] = []
-    for (name, type_), column in staged.items():
-        if name == "seq":
-            continue
-        columns.append(name)
-        if name in _TIMESTAMPS:
-            types.append("timestamptz")
-            values.append(validated.table.column(name).to_pylist())
+    for name in columns:
+        if name == "agency_name":
+            values.append(validated.agency_names.to_pylist())
         else:
-            types.append(type_)
-            values.append(column)
-    return columns, types, list(zip(*values, strict=True))
+            values.append(validated.table.column(pg_store._HF_NAMES.get(name, name)).to_pylist())
+    return columns, payload, list(zip(*values, strict=True))
 
 
-def time_copy(url: str, columns: list[str], types: list[str], rows: list[tuple]) -> float:
-    """Seconds of the binary COPY into an unlogged, index-free copy of news."""
+def time_copy(url: str, columns: list[str], payload: bytes) -> float:
+    """Seconds of the COPY of ``payload`` (the write path's own CSV serialisation, built
+    beforehand) into an unlogged, index-free copy of news."""
+    from bi_platform.news.pg_store import _copy_csv
+
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "CREATE UNLOGGED TABLE news_copy_floor (LIKE news INCLUDING DEFAULTS "
             "INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMPRESSION)"
         )
-        copy_sql = sql.SQL("COPY news_copy_floor ({}) FROM STDIN (FORMAT BINARY)").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns))
-        )
         started = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
+        with conn.transaction(), conn.cursor() as cur:
+            _copy_csv(cur, "news_copy_floor", columns, payload)
         seconds = time.perf_counter() - started
         conn.execute("DROP TABLE news_copy_floor")
     return seconds
@@ -237,15 +230,16 @@ def run(
         table = generate_news(rows, seed=seed)
         source = LocalDatasetRepo(Path(tmp) / "source")
         source.commit(month_shards(table), message="bench news: source dataset")
-        columns, types, values = news_rows(table)
+        columns, payload, values = news_rows(table)
         del table
         with scratch_database(admin) as main_url, scratch_database(admin) as base_url:
             prepare_database(main_url)
             prepare_database(base_url)
 
             progress("copy: binary COPY into an unlogged table (floor)")
-            seconds = time_copy(main_url, columns, types, values)
+            seconds = time_copy(main_url, columns, payload)
             stages["copy"] = {"rows": len(values), "seconds": seconds}
+            del payload
 
             n_base = min(len(values), baseline_rows)
             progress(f"baseline: batch INSERT of {n_base:,} rows")

@@ -412,6 +412,13 @@ class LocalPostgres:
                 "unix_socket_directories = ''\n"
                 "max_connections = 200\n"
                 "logging_collector = off\n"
+                "# bulk loads (news migration, cadastral sync): fewer checkpoints during a\n"
+                "# load, compressed full-page images, bigger sorts for index builds\n"
+                "shared_buffers = 512MB\n"
+                "max_wal_size = 4GB\n"
+                "checkpoint_timeout = 15min\n"
+                "wal_compression = on\n"
+                "maintenance_work_mem = 256MB\n"
             )
         scratch.rename(self.data_dir)
 

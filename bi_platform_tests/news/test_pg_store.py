@@ -154,6 +154,57 @@ def test_stored_values_round_trip(conn: psycopg.Connection[Any]) -> None:
         assert got[10] == agencies[rec["agency"]].name
 
 
+AWKWARD_TAGS = [
+    ["a,b", 'quote "q"', "back\\slash", "{braces}", "NULL", "", " spaced "],
+    [],
+    None,
+    ["line\nbreak", "semi;colon", "ção"],
+]
+
+
+def test_awkward_values_survive_the_csv_copy(conn: psycopg.Connection[Any]) -> None:
+    """Quotes, commas, braces, backslashes and newlines in texts and tags, empty strings
+    vs nulls, empty vs null tag lists: stored exactly as given."""
+    table = sample(4, seed=5)
+    table = replace_column(table, "tags", AWKWARD_TAGS)
+    table = edit(table, 0, title='Título com "aspas", vírgulas e \\ barra', summary="")
+    table = edit(table, 1, content='linha 1\nlinha 2\r\n"fim"', subtitle=None)
+    table = edit(table, 2, category=",", editorial_lead="\\N")
+    write_records(conn, table, source="t")
+    rows = conn.execute(
+        "SELECT unique_id, title, summary, content, subtitle, category, editorial_lead, tags "
+        "FROM news_hf"
+    ).fetchall()
+    stored = {r[0]: r[1:] for r in rows}
+    for rec in table.to_pylist():
+        assert stored[rec["unique_id"]] == (
+            rec["title"],
+            rec["summary"],
+            rec["content"],
+            rec["subtitle"],
+            rec["category"],
+            rec["editorial_lead"],
+            rec["tags"],
+        )
+    # the array literal of a null element is NULL, not the string "NULL"
+    assert pg_store._pg_text_array(pa.array([["x", None]], pa.list_(pa.string()))).to_pylist() == [
+        '{"x",NULL}'
+    ]
+
+
+def test_assume_new_falls_back_to_the_merge_on_collisions(conn: psycopg.Connection[Any]) -> None:
+    table = sample(200)
+    fresh = write_records(conn, table.slice(0, 100), source="t", assume_new=True)
+    assert (fresh.inserted, fresh.unchanged, fresh.rejected) == (100, 0, 0)
+    # half of these are stored already, and one steals a stored row's URL
+    batch = edit(table.slice(50, 100), 99, url=table.column("url")[0].as_py())
+    batch = edit(batch, 99, agency=table.column("agency")[0].as_py(), unique_id=None)
+    mixed = write_records(conn, batch, source="t", assume_new=True)
+    assert (mixed.inserted, mixed.unchanged, mixed.rejected) == (49, 50, 1)
+    assert mixed.rejected_by_reason == {DUPLICATE_URL: 1}
+    assert scalar(conn, "SELECT count(*) FROM news") == 149
+
+
 def test_edit_updates_and_bumps_updated_at(conn: psycopg.Connection[Any]) -> None:
     table = sample(200)
     write_records(conn, table, source="t")
@@ -400,10 +451,36 @@ def test_migration_copies_everything_and_reruns_do_nothing(news_db: str, tmp_pat
     assert (third.inserted, third.updated, third.unchanged) == (0, 1, 599)
 
 
-def test_migration_resumes_after_its_connection_is_killed(news_db: str, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo", sample(600))
+def structure(url: str) -> tuple[int, int]:
+    """(indexes, foreign keys + CHECK constraints) of news."""
+    with psycopg.connect(url) as conn:
+        return index_count(url), scalar(
+            conn,
+            "SELECT count(*) FROM pg_constraint "
+            "WHERE conrelid = 'news'::regclass AND contype IN ('f', 'c')",
+        )
+
+
+def assert_complete_and_unique(url: str, repo: LocalDatasetRepo, table: pa.Table) -> None:
+    with psycopg.connect(url) as conn:
+        total, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT unique_id) FROM news"
+        ).fetchone()
+        assert total == distinct == repo.row_count() == table.num_rows
+        assert scalar(conn, "SELECT count(*) FROM news_rejected") == 0
+        ids = {r[0] for r in conn.execute("SELECT unique_id FROM news")}
+    assert ids == set(table.column("unique_id").to_pylist())
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_migration_resumes_after_its_connection_is_killed(
+    news_db: str, tmp_path: Path, workers: int
+) -> None:
+    table = sample(600)
+    repo = make_repo(tmp_path / "repo", table)
     shards = repo.list_shards()
     victim = shards[2]
+    intact = structure(news_db)
 
     def kill(month: str, pid: int) -> None:
         if month == victim:
@@ -411,26 +488,44 @@ def test_migration_resumes_after_its_connection_is_killed(news_db: str, tmp_path
                 assert scalar(other, "SELECT pg_terminate_backend(%s)", (pid,)) is True
 
     with pytest.raises(psycopg.OperationalError):
-        migrate_from_repo(news_db, repo, hook=kill)
+        migrate_from_repo(news_db, repo, hook=kill, workers=workers)
 
-    first_two = sum(repo.read_shard(m).num_rows for m in shards[:2])
     with psycopg.connect(news_db) as conn:
-        assert scalar(conn, "SELECT count(*) FROM news") == first_two  # shard 3 rolled back
-        assert succeeded_scopes(conn, "migration") == {f"{repo.head()}:{m}" for m in shards[:2]}
-    assert index_count(news_db) < ALL_NEWS_INDEXES  # still deferred: the run died
+        done = succeeded_scopes(conn, "migration")
+        committed = {scope.split(":", 1)[1] for scope in done}
+        assert victim not in committed  # the shard in flight rolled back ...
+        expected = sum(repo.read_shard(m).num_rows for m in committed)
+        assert scalar(conn, "SELECT count(*) FROM news") == expected  # ... the others not
+    if workers == 1:
+        assert committed == set(shards[:2])  # in order, one at a time
+    indexes, constraints = structure(news_db)
+    assert indexes < intact[0] and constraints < intact[1]  # still deferred: the run died
 
-    report = migrate_from_repo(news_db, repo)
-    assert report.skipped == shards[:2]
-    assert report.migrated == shards[2:]
-    assert index_count(news_db) == ALL_NEWS_INDEXES
-    with psycopg.connect(news_db) as conn:
-        total, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT unique_id) FROM news"
-        ).fetchone()
-        assert total == distinct == repo.row_count() == 600
-        assert scalar(conn, "SELECT count(*) FROM news_rejected") == 0
-        ids = {r[0] for r in conn.execute("SELECT unique_id FROM news")}
-    assert ids == set(sample(600).column("unique_id").to_pylist())
+    report = migrate_from_repo(news_db, repo, workers=workers)
+    assert set(report.skipped) == committed
+    assert set(report.migrated) == set(shards) - committed
+    assert structure(news_db) == intact == (ALL_NEWS_INDEXES, intact[1])
+    assert_complete_and_unique(news_db, repo, table)
+
+
+def test_parallel_migration_equals_the_sequential_one(pg_port: int, tmp_path: Path) -> None:
+    from bi_platform.runtime.postgres import local_url, scratch_database
+
+    table = sample(600)
+    repo = make_repo(tmp_path / "repo", table)
+    columns = "unique_id, title, content, tags, published_at, theme_l3_code, agency_name"
+    stored = []
+    for workers in (1, 4):
+        with scratch_database(local_url(pg_port, "postgres"), "test_") as url:
+            pg_schema.migrate(url)
+            with psycopg.connect(url) as conn:
+                load_reference_data(conn, load_agencies(), load_themes())
+            report = migrate_from_repo(url, repo, workers=workers)
+            assert report.inserted == 600 and not report.failed
+            assert_complete_and_unique(url, repo, table)
+            with psycopg.connect(url) as conn:
+                stored.append(conn.execute(f"SELECT {columns} FROM news ORDER BY 1").fetchall())
+    assert stored[0] == stored[1]
 
 
 def test_rejected_rows_of_a_bad_shard_land_in_news_rejected(news_db: str, tmp_path: Path) -> None:
