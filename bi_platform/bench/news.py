@@ -55,7 +55,6 @@ TARGETS = {
 }
 
 
-
 class BenchError(RuntimeError):
     """The benchmark cannot run (e.g. no PostgreSQL server)."""
 
@@ -108,7 +107,7 @@ def prepare_database(url: str) -> None:
         pg_store.load_reference_data(conn, load_agencies(), load_themes())
 
 
-def news_rows(table: pa.Table) -> tuple[list[str], bytes, list[tuple[Any, ...]]]:
+def news_rows(table: pa.Table) -> tuple[list[str], pa.Buffer, list[tuple[Any, ...]]]:
     """The rows as news would store them: (columns, the CSV COPY payload the write path
     sends, the same rows as Python tuples for the INSERT baseline)."""
     from bi_platform.news import pg_store
@@ -127,7 +126,7 @@ def news_rows(table: pa.Table) -> tuple[list[str], bytes, list[tuple[Any, ...]]]
     return columns, payload, list(zip(*values, strict=True))
 
 
-def time_copy(url: str, columns: list[str], payload: bytes) -> float:
+def time_copy(url: str, columns: list[str], payload: pa.Buffer) -> float:
     """Seconds of the COPY of ``payload`` (the write path's own CSV serialisation, built
     beforehand) into an unlogged, index-free copy of news."""
     from bi_platform.news.pg_store import _copy_csv

@@ -16,6 +16,7 @@ Every function taking a connection works in the caller's transaction and never c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -479,6 +480,18 @@ def _blank(column: pa.ChunkedArray) -> np.ndarray:
     return _mask(missing)
 
 
+def _may_hold_nul(column: pa.ChunkedArray) -> bool:
+    """False when no string of ``column`` can hold a NUL byte: one pass over the raw
+    character buffers (numpy, no copy), ~10x faster than ``match_substring`` row by row.
+    True is only a hint (a buffer may extend past a sliced chunk): rows are then checked.
+    """
+    for chunk in column.chunks:
+        data = chunk.buffers()[2] if len(chunk.buffers()) > 2 else None
+        if data is not None and data.size and not np.frombuffer(data, dtype=np.uint8).all():
+            return True
+    return False
+
+
 def _mask(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -548,10 +561,11 @@ def validate_records(
                 ),
             )
     for name in _STRING_COLUMNS:
-        flag(
-            _mask(pc.match_substring(table.column(name), "\x00")),
-            lambda _i, n=name: f"{NUL_CHARACTER} in {n}",
-        )
+        if _may_hold_nul(table.column(name)):
+            flag(
+                _mask(pc.match_substring(table.column(name), "\x00")),
+                lambda _i, n=name: f"{NUL_CHARACTER} in {n}",
+            )
     tags = table.column("tags")
     if n and tags.null_count < n:
         tags_array = tags.combine_chunks()
@@ -580,7 +594,7 @@ def validate_records(
     ok = np.ones(n, dtype=bool)
     ok[bad_rows] = False
     seqs = np.flatnonzero(ok)
-    valid = table.take(seqs)
+    valid = table.take(seqs) if bad_rows else table
     for name, codes in columns.items():  # empty theme codes are nulls from here on
         valid = valid.set_column(valid.schema.get_field_index(name), name, codes.take(seqs))
     valid = _fill_ids(valid)
@@ -686,7 +700,7 @@ def _pg_text_array(tags: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.binary_join_element_wise("{", pc.binary_join(lists, ","), "}", "")
 
 
-def copy_payload(validated: Validated, columns: Sequence[str]) -> bytes:
+def copy_payload(validated: Validated, columns: Sequence[str]) -> pa.Buffer:
     """``validated``'s rows as a CSV ``COPY ... (FORMAT csv)`` payload of ``columns``
     (names from :data:`_STAGING`), built with Arrow kernels and Arrow's CSV writer.
 
@@ -712,10 +726,12 @@ def copy_payload(validated: Validated, columns: Sequence[str]) -> bytes:
         sink,
         pacsv.WriteOptions(include_header=False, quoting_style="needed"),
     )
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()  # a buffer-protocol object: sent without a copy
 
 
-def _copy_csv(cur: psycopg.Cursor[Any], table: str, columns: Sequence[str], data: bytes) -> None:
+def _copy_csv(
+    cur: psycopg.Cursor[Any], table: str, columns: Sequence[str], data: pa.Buffer | bytes
+) -> None:
     """``COPY table (columns) FROM STDIN (FORMAT csv)`` of ``data``, in 1 MiB writes."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -1080,7 +1096,7 @@ def migrate_from_repo(
                     last.seconds,
                     r.rows_in / last.seconds if last.seconds else 0.0,
                 )
-        restore_deferred_indexes(conn)
+        restore_deferred_indexes(conn, conninfo=conninfo, workers=workers)
     report = MigrationReport(revision, tuple(reports), time.perf_counter() - started)
     log.info("migration at %s finished: %s", revision[:12], report.as_dict())
     if report.failed:
@@ -1142,16 +1158,21 @@ def _drop_secondary_indexes_if_empty(conn: psycopg.Connection[Any]) -> list[str]
     return dropped
 
 
-def restore_deferred_indexes(conn: psycopg.Connection[Any]) -> list[str]:
+def restore_deferred_indexes(
+    conn: psycopg.Connection[Any], *, conninfo: str | None = None, workers: int = 1
+) -> list[str]:
     """Rebuild the indexes and constraints a migration's fast path dropped and has not
     restored yet.
 
     Idempotent (``CREATE INDEX IF NOT EXISTS``, constraints added only when absent) from
     the recorded definitions, PostgreSQL's own ``pg_get_indexdef`` /
-    ``pg_get_constraintdef`` output; each constraint is checked against every row when
-    added (one scan, instead of a trigger call per row during the load). Each record is
-    closed as ``success`` in the transaction that restores it. Needs an autocommit
-    connection without an open transaction. Returns the names restored.
+    ``pg_get_constraintdef`` output. The indexes are built ``workers`` at a time on
+    connections to ``conninfo`` (index builds share their table lock), each committed on
+    its own; then the constraints are added in one ``ALTER TABLE`` (each checked against
+    every row once, instead of a trigger call per row during the load) in the
+    transaction that closes the record as ``success``. A crash in between leaves the
+    record ``running``, and the next call finishes the job. ``conn``: autocommit, no
+    open transaction. Returns the names restored.
     """
     restored: list[str] = []
     with conn.cursor(row_factory=tuple_row) as cur:
@@ -1163,15 +1184,15 @@ def restore_deferred_indexes(conn: psycopg.Connection[Any]) -> list[str]:
     for log_id, indexes, constraints in pending:
         started = time.perf_counter()
         indexes, constraints = indexes or {}, constraints or {}
+        statements = [_create_index_if_missing(log_id, ddl) for ddl in indexes.values()]
+        if conninfo is not None and workers > 1 and len(statements) > 1:
+            with ThreadPoolExecutor(min(workers, len(statements))) as executor:
+                list(executor.map(functools.partial(_run_maintenance, conninfo), statements))
+        else:
+            for statement in statements:
+                _run_maintenance(conn, statement)
+        restored += list(indexes)
         with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-            cur.execute("SET LOCAL maintenance_work_mem = '256MB'")
-            for name, ddl in indexes.items():
-                prefix = "CREATE INDEX "
-                if not ddl.startswith(prefix):
-                    raise RuntimeError(f"sync_log {log_id}: unexpected index definition {ddl!r}")
-                statement = f"CREATE INDEX IF NOT EXISTS {ddl[len(prefix) :]}"
-                cur.execute(sql.SQL(statement))  # type: ignore[arg-type]
-                restored.append(name)
             present = {
                 row[0]
                 for row in cur.execute(
@@ -1200,6 +1221,27 @@ def restore_deferred_indexes(conn: psycopg.Connection[Any]) -> list[str]:
             log_id,
         )
     return restored
+
+
+def _create_index_if_missing(log_id: int, ddl: str) -> sql.SQL:
+    prefix = "CREATE INDEX "
+    if not ddl.startswith(prefix):
+        raise RuntimeError(f"sync_log {log_id}: unexpected index definition {ddl!r}")
+    # the definition is PostgreSQL's own pg_get_indexdef() output
+    return sql.SQL(f"CREATE INDEX IF NOT EXISTS {ddl[len(prefix) :]}")  # type: ignore[arg-type]
+
+
+def _run_maintenance(target: str | psycopg.Connection[Any], statement: sql.SQL) -> None:
+    """``statement`` in its own transaction with a maintenance-sized ``work_mem``, on
+    ``target`` (a connection, or a conninfo to open one for it)."""
+    with (
+        psycopg.connect(target, autocommit=True)
+        if isinstance(target, str)
+        else nullcontext(target) as conn,
+        conn.transaction(),
+    ):
+        conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        conn.execute(statement)
 
 
 def _migrate_shards(
