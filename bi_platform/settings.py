@@ -7,6 +7,7 @@ the same variables; ``bi_platform_tests/test_settings.py`` keeps the two in step
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -101,6 +102,41 @@ class Settings(BaseSettings):
         "postgres", description="Where news reads come from."
     )
 
+    # -- etl: the secure hybrid ETL (binary/CSV/Parquet inbox) ---------------------------
+    etl_layout: str = Field(
+        "default", description="Record layout (struct_config.json entry) of binary inputs."
+    )
+    etl_layouts_file: Path | None = Field(
+        None,
+        description=(
+            "A JSON file of extra record layouts, merged over the packaged struct_config.json."
+        ),
+    )
+    etl_max_file_mb: float = Field(
+        1024.0, gt=0, description="Inbox files larger than this are rejected unread."
+    )
+    etl_chunk_mb: int = Field(
+        64, ge=1, description="Bytes of a binary file decoded per chunk (bounds memory)."
+    )
+    etl_workers: int | None = Field(
+        None, ge=1, description="Parser processes. Default: the machine's cores."
+    )
+    etl_timestamp_min: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="Records timestamped before this (ISO 8601) go to the dead-letter queue.",
+    )
+    etl_timestamp_max: datetime = Field(
+        datetime(2035, 12, 31, 23, 59, 59, tzinfo=UTC),
+        description="Records timestamped after this (ISO 8601) go to the dead-letter queue.",
+    )
+    etl_sample_fraction: float = Field(
+        0.005, gt=0, le=1, description="Fraction of records in the stratified sample."
+    )
+    etl_sample_seed: int = Field(42, description="Seed of the stratified sample (reproducible).")
+    etl_backup_keep: int = Field(
+        5, ge=0, description="Previous reports kept under $BI_PLATFORM_HOME/etl/backup/."
+    )
+
     bi_platform_log_level: str = Field(
         "INFO",
         description="Log level of the `bi-platform` CLI.",
@@ -144,6 +180,11 @@ class Settings(BaseSettings):
     def news_dir(self) -> Path:
         """The news inbox (daily scraper batches) and its archive."""
         return self.home_dir / "news"
+
+    @property
+    def etl_dir(self) -> Path:
+        """The ETL inbox, its audit log, report and backups (``etl/inbox``, ...)."""
+        return self.home_dir / "etl"
 
     @property
     def reports_dir(self) -> Path:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Make sure the system packages bi_platform needs are present: the PostgreSQL server
-# binaries (initdb, pg_ctl, postgres) for the embedded runtime. Installs them with apt
-# when running as root on Debian/Ubuntu; otherwise prints the exact command and fails.
-# Skipped when DATABASE_URL is set (an external server is used) or
-# BI_PLATFORM_PG_BIN_DIR points at an installation.
+# Make sure the system packages bi_platform needs are present:
+#   - the PostgreSQL server binaries (initdb, pg_ctl, postgres) for the embedded runtime,
+#     unless DATABASE_URL is set (an external server) or BI_PLATFORM_PG_BIN_DIR points at
+#     an installation;
+#   - Chromium (headless) for the ETL report's browser test (skip: BI_PLATFORM_NO_CHROMIUM=1).
+# Installs what is missing with apt when running as root on Debian/Ubuntu; otherwise
+# prints the exact command and fails.
 set -euo pipefail
 
 have_pg_binaries() {
@@ -15,27 +17,46 @@ have_pg_binaries() {
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 
-if [ -n "${DATABASE_URL:-}" ] || have_pg_binaries; then
+have_chromium() {
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1
+}
+
+missing=()
+if [ -z "${DATABASE_URL:-}" ] && ! have_pg_binaries; then
+  missing+=(postgresql)
+fi
+if [ -z "${BI_PLATFORM_NO_CHROMIUM:-}" ] && ! have_chromium; then
+  missing+=(chromium)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo ">> PostgreSQL server binaries not found: installing them with apt-get" >&2
+  echo ">> installing system packages with apt-get: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends postgresql >/dev/null
-  have_pg_binaries && exit 0
-  echo "error: apt-get installed postgresql but initdb is still missing" >&2
-  exit 1
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -z "${DATABASE_URL:-}" ] && ! have_pg_binaries; then
+    echo "error: apt-get installed postgresql but initdb is still missing" >&2
+    exit 1
+  fi
+  if [ -z "${BI_PLATFORM_NO_CHROMIUM:-}" ] && ! have_chromium; then
+    echo "error: apt-get installed chromium but the chromium command is still missing" >&2
+    exit 1
+  fi
+  exit 0
 fi
 
-cat >&2 <<'MSG'
-error: the PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH
-nor under /usr/lib/postgresql/*/bin. Install them, then run make again:
-    sudo apt-get update && sudo apt-get install -y postgresql      # Debian/Ubuntu
-    sudo dnf install -y postgresql-server                          # Fedora/RHEL
-    brew install postgresql@15                                     # macOS
-or set BI_PLATFORM_PG_BIN_DIR to a directory holding them, or DATABASE_URL to an
-existing server.
+cat >&2 <<MSG
+error: missing system packages: ${missing[*]}
+  postgresql: the server binaries (initdb, pg_ctl, postgres), looked up on PATH and under
+              /usr/lib/postgresql/*/bin; or set BI_PLATFORM_PG_BIN_DIR to a directory
+              holding them, or DATABASE_URL to an existing server.
+  chromium:   headless browser for the ETL report test (BI_PLATFORM_NO_CHROMIUM=1 skips
+              installing it; that test then fails and says why).
+Install them, then run make again:
+    sudo apt-get update && sudo apt-get install -y ${missing[*]}      # Debian/Ubuntu
 MSG
 exit 1
