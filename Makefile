@@ -50,7 +50,7 @@ up: system-deps $(VENV)/.installed-run  ## start local services (PostgreSQL) and
 run: up  ## install, start services, seed sample sources (PROFILE=default), materialize every asset
 	$(BIN)/bi-platform seed --profile $(PROFILE)
 	$(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
-	  --select '* and not key:"news/news_ingest"'
+	  --select '* and not key:"news/news_ingest" and not group:etl'
 	@# the daily news partitions: every seeded inbox day in one run, then the HF sync
 	@days="$$(ls $(BI_PLATFORM_HOME)/news/inbox/ | sed -n 's/\.jsonl$$//p' | sort)"; \
 	if [ -n "$$days" ]; then \
@@ -58,6 +58,17 @@ run: up  ## install, start services, seed sample sources (PROFILE=default), mate
 	  $(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
 	    --select 'key:"news/news_ingest"' --partition-range "$$range" && \
 	  $(BIN)/dagster asset materialize -m bi_platform.definitions --select 'key:"news/hf_news_sync"'; \
+	fi
+	@# the ETL inbox: one etl_files partition per file (name@sha256), pending ones in one run
+	@range="$$($(LOAD_SERVICES_ENV) && $(BIN)/bi-platform etl register --range)"; \
+	if [ -n "$$range" ]; then \
+	  $(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
+	    --select 'key:"etl/etl_records" or key:"etl/etl_dead_letter"' --partition-range "$$range"; \
+	fi
+	@if ls $(BI_PLATFORM_HOME)/etl/records/*.json > /dev/null 2>&1; then \
+	  $(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
+	    --select 'key:"etl/etl_sample_estimates" or key:"etl/etl_report"' && \
+	  echo "ETL report: $$(cd $(BI_PLATFORM_HOME) && pwd)/etl/report/report.html"; \
 	fi
 	@$(BIN)/bi-platform status
 

@@ -5,6 +5,9 @@ bi-platform down              stop the local PostgreSQL
 bi-platform status [--json]   what runs, with secrets masked
 bi-platform env               `export` lines for a shell: eval "$(bi-platform env)"
 bi-platform assets            the asset keys of the code location, one per line
+bi-platform seed              sample sources of every domain (retail, news, etl)
+bi-platform etl register      ETL inbox files -> etl_files partitions (as the sensor does)
+bi-platform bench ...         benchmarks (engines, news, etl): a table, then one JSON line
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ def env(settings: Settings) -> None:
 @click.pass_obj
 def seed(settings: Settings, profile: str, rng_seed: int, force: bool) -> None:
     """Write the raw sources of every domain under $BI_PLATFORM_HOME/raw (idempotent)."""
+    from bi_platform.sample_data.etl import write_etl_sources
     from bi_platform.sample_data.news import write_news_sources
     from bi_platform.sample_data.retail import write_retail_exports
 
@@ -125,6 +129,57 @@ def seed(settings: Settings, profile: str, rng_seed: int, force: bool) -> None:
         f"news: initial HF export in {settings.raw_dir / 'news'}, daily batches in "
         f"{settings.news_dir / 'inbox'} (profile {news_profile})"
     )
+    etl_profile = "default" if profile == "large" else profile
+    etl_paths = write_etl_sources(
+        settings.home_dir,
+        etl_profile,
+        seed=rng_seed,
+        force=force,
+        max_file_mb=settings.etl_max_file_mb,
+    )
+    click.echo(
+        f"etl: {len(etl_paths)} inbox files in {settings.etl_dir / 'inbox'} "
+        f"(profile {etl_profile}, malformed corpus included)"
+    )
+
+
+@main.group()
+def etl() -> None:
+    """The secure ETL inbox ($BI_PLATFORM_HOME/etl/inbox)."""
+
+
+@etl.command("register")
+@click.option(
+    "--range",
+    "print_range",
+    is_flag=True,
+    help="Print only the pending partition range <first>...<last> (or nothing).",
+)
+@click.pass_obj
+def etl_register(settings: Settings, print_range: bool) -> None:
+    """Register inbox files as etl_files partitions (as the sensor does); audit rejected ones."""
+    import dagster as dg
+
+    from bi_platform.etl.automation import pending_partition_range, register_inbox_partitions
+    from bi_platform.etl.resources import EtlResource
+
+    resource = EtlResource()
+    with dg.DagsterInstance.from_config(str(settings.dagster_home_dir)) as instance:
+        registered = register_inbox_partitions(
+            instance, resource.inbox_dir, resource.max_bytes, resource.audit_path
+        )
+        span = pending_partition_range(instance, registered.current)
+    if print_range:
+        if span:
+            click.echo(span)
+        return
+    click.echo(
+        f"etl: {len(registered.current)} files, {len(registered.added)} new partitions, "
+        f"{len(registered.rejected)} rejected"
+    )
+    for name, reason in registered.rejected:
+        click.echo(f"  rejected {name}: {reason}")
+    click.echo(f"pending: {span or 'none'}")
 
 
 @main.group()
@@ -209,6 +264,63 @@ def bench_news(rows: int, baseline_rows: int, database_url: str | None) -> None:
             f"{stage['seconds']:.2f}",
             f"{stage['rows_per_s']:,.0f}",
             f"{peak:.0f}" if peak is not None else "",
+        )
+    Console(width=160).print(table)
+    click.echo(json.dumps(summary))
+
+
+@bench.command("etl")
+@click.option(
+    "--mb", type=int, default=1024, show_default=True, help="Size of the generated file (MiB)."
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Parser processes (default: ETL_WORKERS, else the machine's cores).",
+)
+@click.option(
+    "--struct-prefix-mb",
+    type=int,
+    default=50,
+    show_default=True,
+    help="MiB timed for the struct.unpack + csv.writer baseline (extrapolated).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Scratch directory (default: the system temp dir; needs ~1.5x --mb free).",
+)
+def bench_etl(mb: int, workers: int | None, struct_prefix_mb: int, workdir: str | None) -> None:
+    """Binary parser vs the f.read floor and struct.unpack + csv.writer; estimator error."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from bi_platform.bench import etl
+
+    console = Console(stderr=True)
+    console.print(f"bench etl: a {mb:,} MiB binary file (scratch directory, removed at the end)")
+    stages, summary = etl.run(
+        mb,
+        workers=workers,
+        struct_prefix_mb=struct_prefix_mb,
+        workdir=Path(workdir) if workdir else None,
+        progress=lambda message: console.print(f"  {message}"),
+    )
+    table = Table(title=f"etl benchmark ({mb:,} MiB, {summary['records']:,} records)")
+    for column in ("stage", "MiB", "seconds", "MiB/s", "note"):
+        table.add_column(column, justify="left" if column in ("stage", "note") else "right")
+    for name, stage in stages.items():
+        whole = stage.get("extrapolated_seconds")
+        table.add_row(
+            name,
+            f"{stage['mb']:,.0f}",
+            f"{stage['seconds']:.2f}",
+            f"{stage['mb_per_s']:,.1f}",
+            f"whole file ~{whole:,.1f} s" if whole is not None else "",
         )
     Console(width=160).print(table)
     click.echo(json.dumps(summary))

@@ -1,0 +1,166 @@
+"""Jobs and sensors of the ETL domain.
+
+- ``etl_inbox_sensor`` (every 30 s): new files in $BI_PLATFORM_HOME/etl/inbox become
+  partitions of ``etl_files`` (``<name>@<sha256 prefix>``: an identical re-drop adds
+  nothing, a changed file a new partition) and each starts its ``etl_file_job`` run;
+  rejected files (unsafe name, symlink escaping the inbox, too large, empty, unsupported
+  type) are written to the audit log once, never read.
+- ``etl_report_sensor``: after a successful ``etl_file_job`` run (so its blocking check
+  passed), ``etl_report_job`` refreshes the estimates and the report; a burst of files
+  queues one refresh at a time.
+- :func:`register_inbox_partitions`: the sensor's registration without the daemon, for
+  ``bi-platform etl register``.
+"""
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import dagster as dg
+
+from bi_platform.etl.assets import (
+    DEAD_LETTER,
+    RECORDS,
+    etl_files,
+    etl_report,
+    etl_sample_estimates,
+)
+from bi_platform.etl.inbox import InboxFile, hash_cache, scan_inbox
+from bi_platform.etl.resources import EtlResource
+from bi_platform.etl.security import AUDIT_DETAIL_MAX, AuditLog
+
+etl_file_job = dg.define_asset_job(
+    "etl_file_job",
+    selection=dg.AssetSelection.assets(RECORDS, DEAD_LETTER),
+    description="One inbox file into its records and dead-letter queue, then its checks.",
+)
+
+etl_report_job = dg.define_asset_job(
+    "etl_report_job",
+    selection=dg.AssetSelection.assets(etl_sample_estimates, etl_report),
+    description="The stratified estimates and the HTML report over every processed file.",
+)
+
+
+def audit_rejections(audit: AuditLog, rejected: Sequence[tuple[str, str]]) -> list[str]:
+    """Audit each rejected file once: unless the latest audit entry of that name already
+    is this rejection. Returns the names audited now."""
+    latest = {entry.get("name"): entry for entry in audit.entries()}
+    audited = []
+    for name, reason in rejected:
+        entry = latest.get(name)
+        same = entry and entry.get("detail") == reason[:AUDIT_DETAIL_MAX]
+        if same and entry.get("result") == "rejected":
+            continue
+        audit.record(name=name, size=None, sha256=None, result="rejected", detail=reason)
+        audited.append(name)
+    return audited
+
+
+class Registration(NamedTuple):
+    """What :func:`register_inbox_partitions` did."""
+
+    added: list[str]  # partition keys added now
+    all_keys: list[str]  # every registered partition, in registration order
+    rejected: list[tuple[str, str]]  # (file name, reason)
+    current: list[str]  # keys of the files now in the inbox
+
+
+def register_inbox_partitions(
+    instance: dg.DagsterInstance,
+    inbox: Path,
+    max_bytes: int,
+    audit_path: Path | None = None,
+) -> Registration:
+    """Add a partition for every accepted inbox file not registered yet, audit the rejected
+    ones (once) to ``audit_path`` (default: ``audit.jsonl`` beside the inbox), and drop
+    partitions that were never materialized and whose file is gone or changed (they can
+    no longer run). Returns the keys added, all keys, the rejected files and the keys of
+    the current files."""
+    inbox = Path(inbox)
+    accepted, rejected = scan_inbox(inbox, max_bytes)
+    current = [f.partition_key for f in accepted]
+    existing = instance.get_dynamic_partitions(etl_files.name)
+    materialized = instance.get_materialized_partitions(RECORDS)
+    stale = [k for k in existing if k not in materialized and k not in set(current)]
+    for key in stale:
+        instance.delete_dynamic_partition(etl_files.name, key)
+    known = set(existing)
+    added = [key for key in current if key not in known]
+    if added:
+        instance.add_dynamic_partitions(etl_files.name, added)
+    audit_rejections(AuditLog(audit_path or inbox.parent / "audit.jsonl"), rejected)
+    return Registration(
+        added, list(instance.get_dynamic_partitions(etl_files.name)), rejected, current
+    )
+
+
+def pending_partition_range(instance: dg.DagsterInstance, keys: Sequence[str]) -> str | None:
+    """``<first>...<last>`` (registration order) spanning those of ``keys`` whose records
+    were never materialized, for ``dagster asset materialize --partition-range``; None
+    when there is nothing to do."""
+    materialized = instance.get_materialized_partitions(RECORDS)
+    order = list(instance.get_dynamic_partitions(etl_files.name))
+    pending = sorted(order.index(k) for k in keys if k in order and k not in materialized)
+    if not pending:
+        return None
+    return f"{order[pending[0]]}...{order[pending[-1]]}"
+
+
+def _cursor(raw: str | None) -> dict:
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@dg.sensor(job=etl_file_job, minimum_interval_seconds=30)
+def etl_inbox_sensor(context: dg.SensorEvaluationContext, etl: EtlResource) -> dg.SensorResult:
+    """New inbox files become ``etl_files`` partitions, each with its run (the run key is
+    the partition key, so a file version runs once). The cursor keeps the hashes of
+    unchanged files (same size and mtime), so big files are not hashed every 30 s."""
+    cursor = _cursor(context.cursor)
+    accepted, rejected = scan_inbox(etl.inbox_dir, etl.max_bytes, known=cursor.get("hashes"))
+    existing = set(context.instance.get_dynamic_partitions(etl_files.name))
+    new: list[InboxFile] = [f for f in accepted if f.partition_key not in existing]
+    audited = audit_rejections(etl.audit_log(), rejected) if rejected else []
+    if audited:
+        context.log.warning("rejected inbox files: %s", {n: r for n, r in rejected})
+    for item in new:
+        context.log.info(
+            "new inbox file %s (%d bytes): %s", item.name, item.size, item.partition_key
+        )
+    keys = [f.partition_key for f in new]
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=key, run_key=key) for key in keys],
+        dynamic_partitions_requests=[etl_files.build_add_request(keys)] if keys else [],
+        cursor=json.dumps({"hashes": hash_cache(accepted)}, sort_keys=True),
+    )
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[etl_file_job],
+    request_job=etl_report_job,
+    minimum_interval_seconds=30,
+)
+def etl_report_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+    """A successful file run refreshes the estimates and the report, unless a refresh is
+    already waiting to start (it will include this file)."""
+    waiting = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=etl_report_job.name,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+            ],
+        ),
+        limit=1,
+    )
+    if waiting:
+        return dg.SkipReason(f"a report refresh is already queued ({waiting[0].run_id})")
+    keys = context.dagster_run.tags.get("dagster/partition", "")
+    return dg.RunRequest(run_key=f"after:{context.dagster_run.run_id}", tags={"etl/after": keys})

@@ -1,0 +1,146 @@
+"""Resources of the etl domain: where the ETL reads and writes, and how it parses."""
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from bi_platform.etl.layouts import RecordLayout, get_layout
+from bi_platform.etl.parser import ParseOptions
+from bi_platform.etl.security import AuditLog
+from bi_platform.settings import Settings, get_settings
+
+
+class EtlResource(dg.ConfigurableResource):
+    """The secure ETL's directories and options. Every field left unset (the default)
+    comes from the environment when used (``ETL_*`` and ``BI_PLATFORM_HOME``, see the
+    README), so one definition serves every deployment; set a field to override it (tests,
+    a one-off run). There is nothing secret here."""
+
+    etl_dir: str | None = None
+    layout: str | None = None
+    layouts_file: str | None = None
+    max_file_mb: float | None = None
+    chunk_mb: int | None = None
+    workers: int | None = None
+    timestamp_min: str | None = None  # ISO 8601 with a UTC offset
+    timestamp_max: str | None = None
+    sample_fraction: float | None = None
+    sample_seed: int | None = None
+    backup_keep: int | None = None
+
+    # -- resolved values --------------------------------------------------------------
+    def settings(self) -> Settings:
+        return get_settings()
+
+    def _pick(self, value: Any, setting: str) -> Any:
+        return getattr(self.settings(), setting) if value is None else value
+
+    @property
+    def root(self) -> Path:
+        return Path(self.etl_dir) if self.etl_dir else self.settings().etl_dir
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def records_dir(self) -> Path:
+        return self.root / "records"
+
+    @property
+    def dead_letter_dir(self) -> Path:
+        return self.root / "dead_letter"
+
+    @property
+    def estimates_dir(self) -> Path:
+        return self.root / "estimates"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.root / "backup"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.root / "audit.jsonl"
+
+    @property
+    def max_bytes(self) -> int:
+        return int(float(self._pick(self.max_file_mb, "etl_max_file_mb")) * 2**20)
+
+    @property
+    def fraction(self) -> float:
+        return float(self._pick(self.sample_fraction, "etl_sample_fraction"))
+
+    @property
+    def seed(self) -> int:
+        return int(self._pick(self.sample_seed, "etl_sample_seed"))
+
+    @property
+    def keep(self) -> int:
+        return int(self._pick(self.backup_keep, "etl_backup_keep"))
+
+    def resolved_workers(self) -> int:
+        workers = self._pick(self.workers, "etl_workers")
+        return int(workers) if workers else os.cpu_count() or 1
+
+    def timestamp_window(self) -> tuple[datetime, datetime]:
+        settings = self.settings()
+        low = (
+            datetime.fromisoformat(self.timestamp_min)
+            if self.timestamp_min
+            else settings.etl_timestamp_min
+        )
+        high = (
+            datetime.fromisoformat(self.timestamp_max)
+            if self.timestamp_max
+            else settings.etl_timestamp_max
+        )
+        if low.tzinfo is None or high.tzinfo is None:
+            raise ValueError("the ETL timestamp window needs UTC offsets (e.g. 2000-01-01T00:00Z)")
+        return low, high
+
+    def record_layout(self) -> RecordLayout:
+        layouts_file = self._pick(self.layouts_file, "etl_layouts_file")
+        return get_layout(
+            self._pick(self.layout, "etl_layout"), Path(layouts_file) if layouts_file else None
+        )
+
+    def parse_options(self) -> ParseOptions:
+        low, high = self.timestamp_window()
+        return ParseOptions(
+            layout=self.record_layout(),
+            timestamp_min=low,
+            timestamp_max=high,
+            chunk_bytes=int(self._pick(self.chunk_mb, "etl_chunk_mb")) * 2**20,
+            workers=self.resolved_workers(),
+        )
+
+    def audit_log(self) -> AuditLog:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return AuditLog(self.audit_path)
+
+    def describe(self) -> dict[str, Any]:
+        """The run configuration, for metadata and the report (no secrets, no records)."""
+        layout = self.record_layout()
+        low, high = self.timestamp_window()
+        return {
+            "etl_dir": str(self.root),
+            "layout": layout.name,
+            "struct_format": layout.struct_format,
+            "record_size": layout.record_size,
+            "max_file_mb": round(self.max_bytes / 2**20, 3),
+            "chunk_mb": int(self._pick(self.chunk_mb, "etl_chunk_mb")),
+            "workers": self.resolved_workers(),
+            "timestamp_min": low.isoformat(),
+            "timestamp_max": high.isoformat(),
+            "sample_fraction": self.fraction,
+            "sample_seed": self.seed,
+            "backup_keep": self.keep,
+        }

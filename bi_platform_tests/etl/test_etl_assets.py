@@ -1,0 +1,371 @@
+"""The etl group end to end on the ``small`` sample inbox: registration (scan + audit),
+one run per file like the sensor's, the checks, estimates, the report and its backup; the
+sensor's partitions for re-dropped and changed files; and the Dagster CLI path of
+``make run`` (register, then a partition range) against a real instance directory."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from bi_platform.etl.assets import (
+    DEAD_LETTER,
+    RECORDS,
+    etl_ingest_file,
+    etl_report,
+    etl_sample_estimates,
+    processed_files,
+)
+from bi_platform.etl.automation import (
+    etl_inbox_sensor,
+    etl_report_sensor,
+    pending_partition_range,
+    register_inbox_partitions,
+)
+from bi_platform.etl.checks import etl_checks
+from bi_platform.etl.definitions import defs
+from bi_platform.etl.inbox import split_partition_key
+from bi_platform.etl.resources import EtlResource
+from bi_platform.etl.security import FORMULA_PREFIXES, AuditLog
+from bi_platform.sample_data.etl import DEAD_LETTER as EXPECT_DEAD_LETTER
+from bi_platform.sample_data.etl import PROCESSED, REJECTED, read_manifest, write_etl_sources
+
+MAX_FILE_MB = "2"
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+IN_PROCESS = json.dumps({"execution": {"config": {"in_process": {}}}})  # faster in tests
+
+
+@pytest.fixture(scope="module")
+def etl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("etl_assets_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BI_PLATFORM_HOME", str(home))
+        patch.setenv("ETL_MAX_FILE_MB", MAX_FILE_MB)
+        patch.setenv("ETL_WORKERS", "1")
+        write_etl_sources(home, "small")
+        yield home
+
+
+def _materialize(assets: list, instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        assets,
+        instance=instance,
+        resources={"etl": EtlResource()},
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+@dataclass
+class Pipeline:
+    home: Path
+    instance: dg.DagsterInstance
+    manifest: dict
+    registration: tuple
+    file_runs: dict[str, dg.ExecuteInProcessResult]
+    report_runs: list[dg.ExecuteInProcessResult]
+
+    @property
+    def etl_dir(self) -> Path:
+        return self.home / "etl"
+
+    def expect(self, outcome: str) -> set[str]:
+        return {n for n, f in self.manifest["files"].items() if f["expect"] == outcome}
+
+    def key_of(self, name: str) -> str:
+        return next(k for k in self.registration.current if split_partition_key(k)[0] == name)
+
+
+@pytest.fixture(scope="module")
+def pipeline(etl_home: Path) -> Pipeline:
+    instance = dg.DagsterInstance.ephemeral()
+    etl = EtlResource()
+    registration = register_inbox_partitions(instance, etl.inbox_dir, etl.max_bytes)
+    file_runs = {
+        key: _materialize([etl_ingest_file, *etl_checks], instance, partition_key=key)
+        for key in registration.current
+    }
+    report_runs = [_materialize([etl_sample_estimates, etl_report], instance) for _ in range(2)]
+    return Pipeline(
+        etl_home, instance, read_manifest(etl_home), registration, file_runs, report_runs
+    )
+
+
+def test_unsafe_files_are_rejected_and_audited_once(pipeline: Pipeline) -> None:
+    rejected = dict(pipeline.registration.rejected)
+    assert set(rejected) == pipeline.expect(REJECTED)
+    assert "outside the inbox" in rejected["escape.csv"]
+    assert "exceeds the limit" in rejected["bad_oversize.bin"]
+    assert "empty file" in rejected["bad_empty.bin"]
+    assert "unsupported file type" in rejected["bad_format.txt"]
+    etl = EtlResource()
+    register_inbox_partitions(pipeline.instance, etl.inbox_dir, etl.max_bytes)  # again
+    entries = AuditLog(pipeline.etl_dir / "audit.jsonl").entries()
+    audited = [e["name"] for e in entries if e["result"] == "rejected"]
+    assert sorted(audited) == sorted(rejected)  # once each, not on every scan
+    processed = {e["name"] for e in entries if e["result"] == "processed"}
+    assert processed == pipeline.expect(PROCESSED) | pipeline.expect(EXPECT_DEAD_LETTER)
+    assert all(len(e["sha256"] or "") == 64 for e in entries if e["result"] == "processed")
+
+
+def test_every_accepted_file_runs_and_reconciles(pipeline: Pipeline) -> None:
+    accepted = pipeline.expect(PROCESSED) | pipeline.expect(EXPECT_DEAD_LETTER)
+    assert {split_partition_key(k)[0] for k in pipeline.file_runs} == accepted
+    for key, result in pipeline.file_runs.items():
+        assert result.success, key
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert checks["records_reconcile"].passed, key
+        meta = checks["records_reconcile"].metadata
+        counts = meta["per_file"].value[key]
+        assert counts[0] == counts[1] + counts[2] > 0, key
+        summary = json.loads((pipeline.etl_dir / "records" / f"{key}.json").read_text())
+        assert counts == [summary["records_in"], summary["records_out"], summary["dead_letter"]]
+        rate_ok = checks["dead_letter_rate"].passed
+        assert rate_ok == (summary["dead_letter"] <= 0.05 * summary["records_in"]), key
+
+
+def test_good_files_load_fully_bad_ones_dead_letter_with_reasons(pipeline: Pipeline) -> None:
+    reasons = {}
+    for name in pipeline.expect(PROCESSED) | pipeline.expect(EXPECT_DEAD_LETTER):
+        key = pipeline.key_of(name)
+        summary = json.loads((pipeline.etl_dir / "records" / f"{key}.json").read_text())
+        reasons[name] = summary["dead_letter_reasons"]
+        if name in pipeline.expect(PROCESSED):
+            assert summary["dead_letter"] == 0, name
+            assert summary["records_out"] == pipeline.manifest["files"][name]["records"]
+        else:
+            assert summary["dead_letter"] > 0, name
+    assert set(reasons["bad_truncated.bin"]) == {"truncated_record"}
+    assert reasons["bad_truncated.bin"]["truncated_record"] == 1
+    assert set(reasons["bad_utf8.bin"]) == {"invalid_utf8"}
+    assert set(reasons["bad_timestamps.bin"]) >= {"timestamp_out_of_range"}
+    assert set(reasons["bad_schema.parquet"]) == {"missing_field"}
+    assert set(reasons["bad_columns.csv"]) >= {
+        "malformed_row",
+        "bad_number",
+        "bad_timestamp",
+        "missing_value",
+        "out_of_range",
+        "timestamp_out_of_range",
+    }
+    assert "truncated_record" in reasons["bad_record_size.dat"]
+    # what passes from the wrong-size file are real records that happened to align
+    key = pipeline.key_of("bad_record_size.dat")
+    survivors = pq.read_table(pipeline.etl_dir / "records" / f"{key}.parquet")
+    assert max(survivors.column("quantity").to_pylist(), default=0) <= 50
+
+
+def test_outputs_dead_letter_csv_and_metadata(pipeline: Pipeline) -> None:
+    key = pipeline.key_of("bad_columns.csv")
+    records = pq.read_table(pipeline.etl_dir / "records" / f"{key}.parquet")
+    products = set(records.column("product").to_pylist())
+    assert '=HYPERLINK("x";"Clique")' in products  # data kept as is in Parquet
+    assert 'Biscoito "Maria", 200g' in products
+    dead = pq.read_table(pipeline.etl_dir / "dead_letter" / f"{key}.parquet")
+    with (pipeline.etl_dir / "dead_letter" / f"{key}.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == dead.num_rows + 1
+    assert not any(cell.startswith(FORMULA_PREFIXES) for row in rows for cell in row)
+
+    result = pipeline.file_runs[key]
+    [records_mat] = result.asset_materializations_for_node("etl_ingest_file")[:1]
+    by_key = {
+        m.asset_key: m.metadata for m in result.asset_materializations_for_node("etl_ingest_file")
+    }
+    assert records_mat.partition == key
+    meta = by_key[RECORDS]
+    assert meta["dagster/row_count"].value == meta["records_out"].value == records.num_rows
+    assert meta["records_in"].value == records.num_rows + dead.num_rows
+    assert meta["sha256"].value.startswith(split_partition_key(key)[1])
+    assert meta["path"].value.endswith(f"{key}.parquet")
+    columns = [c.name for c in meta["dagster/column_schema"].value.columns]
+    assert columns == ["id", "timestamp", "quantity", "value", "product"]
+    assert by_key[DEAD_LETTER]["dagster/row_count"].value == dead.num_rows
+    assert by_key[DEAD_LETTER]["reasons"].value["malformed_row"] > 0
+
+
+def test_estimates_and_report_with_backup(pipeline: Pipeline) -> None:
+    first, second = pipeline.report_runs
+    assert first.success and second.success
+    files, superseded = processed_files(pipeline.instance, EtlResource())
+    assert len(files) == len(pipeline.file_runs) and superseded == []
+    estimates = first.asset_materializations_for_node("etl__etl_sample_estimates")[0].metadata
+    assert estimates["population"].value == sum(f.records_out for f in files)
+    for column in ("quantity", "value"):
+        values = estimates["estimates"].value[column]
+        assert values["exact"] > 0 and values["relative_error"] < 0.1, (column, values)
+    report = pipeline.etl_dir / "report" / "report.html"
+    meta = second.asset_materializations_for_node("etl__etl_report")[0].metadata
+    assert meta["path"].value == str(report)
+    html = report.read_text()
+    assert "records_0001.bin" in html and "http" not in html
+    data = json.loads((pipeline.etl_dir / "report" / "report.json").read_text())
+    assert len(data["files"]) == len(files)
+    assert data["dead_letter_reasons"]["invalid_utf8"] > 0
+    header = (pipeline.etl_dir / "report" / "estimates.csv").read_text().splitlines()[0]
+    assert header.startswith("column,estimate,standard_error,ci_low,ci_high")
+    backups = sorted((pipeline.etl_dir / "backup").iterdir())
+    assert len(backups) == 1  # the first report, moved aside by the second
+    assert (backups[0] / "report.html").is_file()
+
+
+def test_a_successful_file_run_requests_one_report_refresh(pipeline: Pipeline) -> None:
+    job = defs.resolve_job_def("etl_file_job")
+    key = pipeline.key_of("records_0002.bin")
+    run = job.execute_in_process(
+        partition_key=key, instance=pipeline.instance, resources={"etl": EtlResource()}
+    )
+    assert run.success
+    assert {e.check_name for e in run.get_asset_check_evaluations()} == {
+        "records_reconcile",
+        "dead_letter_rate",
+    }
+    context = dg.build_run_status_sensor_context(
+        sensor_name=etl_report_sensor.name,
+        dagster_event=run.get_run_success_event(),
+        dagster_instance=pipeline.instance,
+        dagster_run=run.dagster_run,
+    )
+    request = etl_report_sensor(context)
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == f"after:{run.run_id}"
+    assert request.tags["etl/after"] == key
+
+
+def test_a_changed_or_vanished_file_fails_with_the_reason(tmp_path: Path, etl_home: Path) -> None:
+    inbox = tmp_path / "etl" / "inbox"
+    inbox.mkdir(parents=True)
+    shutil.copy(etl_home / "etl" / "inbox" / "records_0001.bin", inbox / "a.bin")
+    shutil.copy(etl_home / "etl" / "inbox" / "export_0001.csv", inbox / "b.csv")
+    instance = dg.DagsterInstance.ephemeral()
+    etl = EtlResource(etl_dir=str(tmp_path / "etl"))
+    registration = register_inbox_partitions(instance, inbox, etl.max_bytes)
+    assert pending_partition_range(instance, registration.current) == "...".join(
+        registration.current
+    )
+    a_key, b_key = registration.current
+    (inbox / "a.bin").write_bytes((inbox / "a.bin").read_bytes()[:560])
+    (inbox / "b.csv").unlink()
+    for key, reason in ((a_key, "changed since partition"), (b_key, "vanished")):
+        result = dg.materialize(
+            [etl_ingest_file],
+            instance=instance,
+            resources={"etl": etl},
+            partition_key=key,
+            raise_on_error=False,
+        )
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert reason in str(failure.event_specific_data.error.message), key
+    entries = AuditLog(tmp_path / "etl" / "audit.jsonl").entries()
+    assert [e["result"] for e in entries] == ["failed", "failed"]
+    # registering again drops the two partitions that can never run, adds the new a.bin
+    again = register_inbox_partitions(instance, inbox, etl.max_bytes)
+    assert again.all_keys == again.current == again.added != [a_key]
+
+
+def test_sensor_adds_new_files_once(tmp_path: Path, etl_home: Path) -> None:
+    inbox = tmp_path / "etl" / "inbox"
+    inbox.mkdir(parents=True)
+    source = etl_home / "etl" / "inbox"
+    for name in ("records_0001.bin", "export_0001.parquet", "bad_empty.bin"):
+        shutil.copy(source / name, inbox / name)
+    (inbox / "escape.bin").symlink_to(source / "records_0002.bin")
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"etl": EtlResource(etl_dir=str(tmp_path / "etl"))}
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+        result = etl_inbox_sensor(context)
+        for request in result.dynamic_partitions_requests:  # what the daemon applies
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        return result
+
+    first = tick(None)
+    keys = [r.partition_key for r in first.run_requests]
+    assert [split_partition_key(k)[0] for k in keys] == ["export_0001.parquet", "records_0001.bin"]
+    assert [r.run_key for r in first.run_requests] == keys
+    assert list(instance.get_dynamic_partitions("etl_files")) == keys
+
+    second = tick(first.cursor)
+    assert second.run_requests == [] and second.dynamic_partitions_requests == []
+
+    content = (inbox / "records_0001.bin").read_bytes()
+    (inbox / "records_0001.bin").unlink()
+    (inbox / "records_0001.bin").write_bytes(content)  # identical re-drop
+    third = tick(second.cursor)
+    assert third.run_requests == []
+
+    (inbox / "records_0001.bin").write_bytes(content[: 56 * 100])  # changed content
+    fourth = tick(third.cursor)
+    [changed] = [r.partition_key for r in fourth.run_requests]
+    assert split_partition_key(changed)[0] == "records_0001.bin" and changed not in keys
+    assert len(instance.get_dynamic_partitions("etl_files")) == 3
+
+    audit = AuditLog(tmp_path / "etl" / "audit.jsonl").entries()
+    assert sorted(e["name"] for e in audit) == ["bad_empty.bin", "escape.bin"]  # once each
+
+
+def test_the_multi_asset_needs_both_keys_selected() -> None:
+    """So `--select` must name etl_records and etl_dead_letter together."""
+    defs = dg.Definitions(assets=[etl_ingest_file], resources={"etl": EtlResource()})
+    job = defs.resolve_implicit_global_asset_job_def()
+    with pytest.raises(dg.DagsterInvalidSubsetError, match="does not support subsetting"):
+        job.get_subset(asset_selection={RECORDS})
+    assert job.get_subset(asset_selection={RECORDS, DEAD_LETTER}) is not None
+
+
+def test_cli_registers_then_materializes_a_partition_range(etl_home: Path, tmp_path: Path) -> None:
+    """What `make run` does: register the inbox, then `dagster asset materialize` over
+    the pending partition range (both keys of the multi-asset), then the report. Run
+    outside the checkout, whose .env would point Dagster at the services' instance."""
+    home = tmp_path / "home"
+    inbox = home / "etl" / "inbox"
+    inbox.mkdir(parents=True)
+    for name in ("records_0001.bin", "bad_utf8.bin", "export_0001.csv", "bad_empty.bin"):
+        shutil.copy(etl_home / "etl" / "inbox" / name, inbox / name)
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        "BI_PLATFORM_HOME": str(home),
+        "DAGSTER_HOME": str(dagster_home),
+        "ETL_MAX_FILE_MB": MAX_FILE_MB,
+        "ETL_WORKERS": "1",
+    }
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        registration = register_inbox_partitions(instance, inbox, 2 * 2**20)
+        span = pending_partition_range(instance, registration.current)
+    assert len(registration.current) == 3 and span is not None
+
+    def materialize(selection: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [DAGSTER, "asset", "materialize", "-m", "bi_platform.etl.definitions",
+             "--select", selection, "--config-json", IN_PROCESS, *extra],
+            capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+        )  # fmt: skip
+
+    files = materialize(
+        'key:"etl/etl_records" or key:"etl/etl_dead_letter"', "--partition-range", span
+    )
+    assert files.returncode == 0, files.stderr[-3000:]
+    report = materialize('key:"etl/etl_sample_estimates" or key:"etl/etl_report"')
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (home / "etl" / "report" / "report.html").is_file()
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert instance.get_materialized_partitions(RECORDS) == set(registration.current)
+        assert pending_partition_range(instance, registration.current) is None
+        checks = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(RECORDS, "records_reconcile"), limit=5
+        )
+        assert [c.status.value for c in checks] == ["SUCCEEDED"]

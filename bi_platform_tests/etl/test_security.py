@@ -1,0 +1,198 @@
+"""Inbox confinement, size limit, hashing, CSV formula neutralisation and the audit log."""
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from bi_platform.etl.security import (
+    AUDIT_DETAIL_MAX,
+    AuditLog,
+    UnsafeInputError,
+    check_file_size,
+    neutralise_csv_cell,
+    resolve_inbox_file,
+    sha256_file,
+    write_csv_safe,
+)
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    box = tmp_path / "inbox"
+    box.mkdir()
+    (box / "good.bin").write_bytes(b"\x01" * 56)
+    (tmp_path / "secret.txt").write_text("outside the inbox")
+    return box
+
+
+def test_a_regular_file_in_the_inbox_is_accepted(inbox: Path) -> None:
+    assert resolve_inbox_file(inbox, "good.bin") == (inbox / "good.bin").resolve()
+    (inbox / "day1").mkdir()
+    (inbox / "day1" / "part.csv").write_text("id\n")
+    assert resolve_inbox_file(inbox, "day1/part.csv") == (inbox / "day1" / "part.csv").resolve()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("../secret.txt", "'..' is refused"),
+        ("day1/../../secret.txt", "'..' is refused"),
+        ("..\\secret.txt", "'..' is refused"),
+        ("/etc/passwd", "absolute names are refused"),
+        ("C:\\Windows\\win.ini", "absolute names are refused"),
+        ("", "empty file name"),
+        ("bad\x00name.bin", "NUL byte"),
+        ("missing.bin", "no such file"),
+    ],
+)
+def test_unsafe_names_are_refused(inbox: Path, name: str, message: str) -> None:
+    with pytest.raises(UnsafeInputError, match=message):
+        resolve_inbox_file(inbox, name)
+
+
+def test_absolute_path_to_a_file_inside_the_inbox_is_still_refused(inbox: Path) -> None:
+    with pytest.raises(UnsafeInputError, match="absolute names are refused"):
+        resolve_inbox_file(inbox, str(inbox / "good.bin"))
+
+
+def test_a_symlink_escaping_the_inbox_is_refused(inbox: Path) -> None:
+    (inbox / "escape.csv").symlink_to(inbox.parent / "secret.txt")
+    with pytest.raises(UnsafeInputError, match=r"'escape\.csv': a symlink resolving outside"):
+        resolve_inbox_file(inbox, "escape.csv")
+    (inbox / "linked_dir").symlink_to(inbox.parent, target_is_directory=True)
+    with pytest.raises(UnsafeInputError, match="resolving outside the inbox"):
+        resolve_inbox_file(inbox, "linked_dir/secret.txt")
+
+
+def test_a_symlink_inside_the_inbox_is_followed(inbox: Path) -> None:
+    (inbox / "latest.bin").symlink_to("good.bin")
+    assert resolve_inbox_file(inbox, "latest.bin") == (inbox / "good.bin").resolve()
+
+
+def test_dangling_links_directories_and_fifos_are_refused(inbox: Path) -> None:
+    (inbox / "dangling.bin").symlink_to(inbox / "gone.bin")
+    with pytest.raises(UnsafeInputError, match="cannot be resolved"):
+        resolve_inbox_file(inbox, "dangling.bin")
+    (inbox / "folder.bin").mkdir()
+    with pytest.raises(UnsafeInputError, match="a directory"):
+        resolve_inbox_file(inbox, "folder.bin")
+    os.mkfifo(inbox / "pipe.bin")
+    with pytest.raises(UnsafeInputError, match="not a regular file"):
+        resolve_inbox_file(inbox, "pipe.bin")
+
+
+def test_missing_inbox_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(UnsafeInputError, match=r"inbox .* is not accessible"):
+        resolve_inbox_file(tmp_path / "nowhere", "a.bin")
+
+
+def test_size_limit(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"\0" * 1000)
+    assert check_file_size(path, 1000) == 1000
+    with pytest.raises(UnsafeInputError, match=r"'big.bin': 1,000 bytes exceeds the limit of 999"):
+        check_file_size(path, 999)
+    sparse = tmp_path / "sparse.bin"
+    with sparse.open("wb") as f:
+        f.truncate(5 * 2**30)  # no disk used; the limit looks at the size only
+    with pytest.raises(UnsafeInputError, match="exceeds the limit"):
+        check_file_size(sparse, 2**30)
+
+
+def test_sha256_matches_hashlib(tmp_path: Path) -> None:
+    path = tmp_path / "data.bin"
+    payload = os.urandom(3 * 2**20 + 17)
+    path.write_bytes(payload)
+    assert sha256_file(path) == hashlib.sha256(payload).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1+2", "'+1+2"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tcmd", "'\tcmd"),
+        ("\rcmd", "'\rcmd"),
+        ("Café Pilão", "Café Pilão"),
+        ("a=b", "a=b"),
+        ("", ""),
+    ],
+)
+def test_neutralise_csv_cell(cell: str, expected: str) -> None:
+    assert neutralise_csv_cell(cell) == expected
+
+
+def test_write_csv_safe_round_trips_through_the_csv_module(tmp_path: Path) -> None:
+    cells = [
+        "=1+2",
+        "+SUM(A1:A9)",
+        "-cmd|' /C calc'!A0",
+        "@import",
+        "\t=tab",
+        "\r=cr",
+        'quote " inside',
+        "comma, inside",
+        "line\nbreak",
+        "Açúcar União 1kg",
+        None,
+    ]
+    table = pa.table(
+        {
+            "text": pa.array(cells, pa.string()),
+            "amount": pa.array([-5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], pa.int64()),
+            "label": pa.array(["=x"] * 11, pa.string()).dictionary_encode(),
+        }
+    )
+    out = tmp_path / "out" / "dead_letter.csv"
+    write_csv_safe(table, out)
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["text", "amount", "label"]
+    body = rows[1:]
+    assert len(body) == len(cells)
+    expected = [neutralise_csv_cell(c) if c is not None else "" for c in cells]
+    assert [r[0] for r in body] == expected
+    assert all(not r[0].startswith(("=", "+", "-", "@", "\t", "\r")) for r in body)
+    assert [r[1] for r in body][:2] == ["-5", "1"]  # numbers are numbers, not formulas
+    assert {r[2] for r in body} == {"'=x"}
+    assert not list(out.parent.glob("*.tmp"))
+
+
+def test_write_csv_safe_neutralises_header_names(tmp_path: Path) -> None:
+    out = tmp_path / "h.csv"
+    write_csv_safe(pa.table({"=cmd": ["a"]}), out)
+    with out.open(newline="", encoding="utf-8") as f:
+        assert next(csv.reader(f)) == ["'=cmd"]
+
+
+def test_audit_log_appends_json_lines(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "etl" / "audit.jsonl")
+    assert log.entries() == []
+    log.record(name="a.bin", size=56, sha256="ab" * 32, result="processed", detail="1 in, 1 out")
+    log.record(name="../x", size=None, sha256=None, result="rejected", detail="x" * 5000)
+    lines = (tmp_path / "etl" / "audit.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    parsed = [json.loads(line) for line in lines]
+    assert parsed == log.entries()
+    first, second = parsed
+    assert set(first) == {"ts", "name", "size", "sha256", "result", "detail"}
+    assert first["name"] == "a.bin" and first["size"] == 56 and first["result"] == "processed"
+    assert first["ts"].endswith("+00:00")
+    assert second["sha256"] is None and len(second["detail"]) == AUDIT_DETAIL_MAX
+    AuditLog(tmp_path / "etl" / "audit.jsonl").record(
+        name="b.csv", size=1, sha256="cd" * 32, result="processed"
+    )
+    assert [e["name"] for e in log.entries()] == ["a.bin", "../x", "b.csv"]
+
+
+def test_audit_log_skips_unreadable_lines(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text('{"name": "ok"}\nnot json\n\n')
+    assert AuditLog(path).entries() == [{"name": "ok"}]
