@@ -31,6 +31,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,30 @@ class ClusterStatus:
 
     def url(self, database: str = "bi_platform") -> str | None:
         return local_url(self.port, database) if self.port else None
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    """Wait (up to ``timeout`` s) until process ``pid`` no longer runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass  # alive, owned by another user
+        if _is_zombie(pid):  # exited; its parent (init here) has not reaped it yet
+            return
+        time.sleep(0.02)
+    log.warning("PostgreSQL postmaster %d still running %.0f s after pg_ctl stop", pid, timeout)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (macOS): rely on kill(pid, 0)
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 class LocalPostgres:
@@ -359,7 +384,8 @@ class LocalPostgres:
     def down(self) -> bool:
         """Stop the server (fast shutdown); return False when it was not running."""
         with self.lock:
-            if self._postmaster() is None:
+            postmaster = self._postmaster()
+            if postmaster is None:
                 return False
             self._run_owned(
                 [
@@ -375,6 +401,9 @@ class LocalPostgres:
                 ],
                 "pg_ctl stop",
             )
+            # pg_ctl returns once postmaster.pid is gone; the process itself may still be
+            # releasing its shared memory. Return when it has exited (port and memory free).
+            _wait_for_exit(postmaster[0], self.timeout)
             log.info("stopped PostgreSQL in %s", self.data_dir)
             return True
 
