@@ -102,6 +102,17 @@ class Settings(BaseSettings):
         "postgres", description="Where news reads come from."
     )
 
+    # -- serving: the DuckDB warehouse and the query API --------------------------------
+    serving_warehouse_path: Path | None = Field(
+        None,
+        description=(
+            "The DuckDB warehouse file. Default: $BI_PLATFORM_HOME/warehouse/bi_warehouse.duckdb."
+        ),
+    )
+    serving_duckdb_threads: int | None = Field(
+        None, ge=1, description="DuckDB threads per warehouse instance. Default: usable cores."
+    )
+
     # -- etl: the secure hybrid ETL (binary/CSV/Parquet inbox) ---------------------------
     etl_layout: str = Field(
         "default", description="Record layout (struct_config.json entry) of binary inputs."
@@ -180,6 +191,13 @@ class Settings(BaseSettings):
     def news_dir(self) -> Path:
         """The news inbox (daily scraper batches) and its archive."""
         return self.home_dir / "news"
+
+    @property
+    def warehouse_path(self) -> Path:
+        """The DuckDB warehouse file the serving API reads."""
+        default = self.home_dir / "warehouse" / "bi_warehouse.duckdb"  # serving.warehouse
+        path = self.serving_warehouse_path or default
+        return path.expanduser().absolute()
 
     @property
     def etl_dir(self) -> Path:

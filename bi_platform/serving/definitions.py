@@ -5,4 +5,15 @@ BI serving (seed 001): the DuckDB warehouse and the query API for concurrent use
 
 import dagster as dg
 
-defs = dg.Definitions()
+from bi_platform.serving.assets import (
+    WAREHOUSE_RESOURCE,
+    serving_assets,
+    serving_checks,
+    warehouse_resource,
+)
+
+defs = dg.Definitions(
+    assets=serving_assets,
+    asset_checks=serving_checks,
+    resources={WAREHOUSE_RESOURCE: warehouse_resource()},
+)

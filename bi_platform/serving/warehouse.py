@@ -1,0 +1,373 @@
+"""The BI warehouse: one DuckDB file built from the retail Parquet lake, swapped in atomically.
+
+:func:`build_warehouse` loads every retail table (the typed tables and the marts) into
+*native* DuckDB tables -- a per-request scan of the Parquet files serves ~70 req/s, a
+native table an order of magnitude more -- adds pre-aggregated tables for the dashboard
+metrics (:data:`AGGREGATES`), and records what it built in ``warehouse_meta``
+(``data_version``, ``built_at``, one row per table with its row count).
+
+The build writes a NEW file next to the target (``.<name>.<uuid>.building``),
+checkpoints and closes it, then publishes it with :func:`os.replace`: a reader that holds
+the old file keeps reading the old inode; a reader that opens the path afterwards sees
+the new one; nobody ever sees a half-built file. A failed build removes its temp file
+and leaves the published warehouse untouched.
+
+DuckDB caches open database instances by path within a process, so a second
+``duckdb.connect(path)`` after a swap may return the *old* file: readers open the
+warehouse with :func:`open_read_only` (a fresh in-memory instance that ATTACHes the file
+read-only), which always opens what is at the path now.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from bi_platform.io_managers.engines import parquet_files, parquet_row_count
+from bi_platform.retail.marts import MARTS
+from bi_platform.retail.schema import TABLES
+
+logger = logging.getLogger(__name__)
+
+#: File name of the warehouse under ``$BI_PLATFORM_HOME/warehouse``.
+WAREHOUSE_FILE = "bi_warehouse.duckdb"
+#: Name under which readers ATTACH the warehouse (see :func:`open_read_only`).
+CATALOG_ALIAS = "warehouse"
+META_TABLE = "warehouse_meta"
+#: Sub-directory of the lake holding the retail tables (asset keys ``retail/<table>``).
+RETAIL_PREFIX = "retail"
+#: Retail lake tables loaded natively: the typed tables, then the marts.
+SOURCE_TABLES: tuple[str, ...] = (*TABLES, *MARTS)
+
+_MONTHS = tuple(f"MES_{m:02d}" for m in range(1, 13))
+_CRITICAL = '("ESTOQUE_CD" = 0 AND "ESTOQUE_UNE" < "ESTOQUE_LV" AND "VENDA_30DD" > 0)'
+_MONTH_UNION = " UNION ALL ".join(
+    f'SELECT "NOMESEGMENTO", "UNE", "UNE_NOME", \'{m}\' AS "MES", '
+    f'{int(m[-2:])} AS "MESES_ATRAS", "{m}" AS "VENDAS" FROM admmat'
+    for m in _MONTHS
+)
+
+#: Pre-aggregated tables for dashboard metrics: name -> SELECT over the native tables.
+#: Fixed SQL (no parameter of any kind); the queries filter them by segment.
+AGGREGATES: dict[str, str] = {
+    "agg_sales_by_month_segment_une": f"""
+        SELECT "NOMESEGMENTO", "UNE", "UNE_NOME", "MES", "MESES_ATRAS",
+               sum("VENDAS") AS "VENDAS", count(*) AS "ITENS"
+        FROM ({_MONTH_UNION})
+        GROUP BY ALL
+        ORDER BY "NOMESEGMENTO", "UNE", "MESES_ATRAS" DESC
+    """,
+    "agg_sales_by_segment_une": f"""
+        SELECT "NOMESEGMENTO", "UNE", "UNE_NOME",
+               count(*) AS "ITENS",
+               sum("VENDA_30DD") AS "VENDA_30DD",
+               sum("MES_01") AS "MES_01",
+               sum("MES_PARCIAL") AS "MES_PARCIAL",
+               sum("ESTOQUE_UNE") AS "ESTOQUE_UNE",
+               sum("ESTOQUE_UNE" * "LIQUIDO_38") AS "VALOR_ESTOQUE",
+               count(*) FILTER (WHERE {_CRITICAL}) AS "ITENS_RUPTURA_CRITICA"
+        FROM admmat
+        GROUP BY ALL
+        ORDER BY "NOMESEGMENTO", "UNE"
+    """,
+    "agg_top_products_by_segment": """
+        WITH products AS (
+            SELECT "NOMESEGMENTO", "PRODUTO", "NOME",
+                   sum("VENDA_30DD") AS "VENDA_30DD",
+                   sum("MES_01") AS "MES_01",
+                   sum("ESTOQUE_UNE") AS "ESTOQUE_UNE",
+                   count(*) AS "UNES"
+            FROM admmat
+            GROUP BY ALL
+        )
+        SELECT * FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY "NOMESEGMENTO" ORDER BY "VENDA_30DD" DESC NULLS LAST, "PRODUTO"
+            ) AS "POSICAO"
+            FROM products
+        )
+        WHERE "POSICAO" <= 1000
+        ORDER BY "NOMESEGMENTO", "POSICAO"
+    """,
+    "agg_critical_rupture_by_segment_une": f"""
+        SELECT "NOMESEGMENTO", "UNE", "UNE_NOME",
+               count(*) AS "ITENS_RUPTURA",
+               sum("ESTOQUE_LV" - "ESTOQUE_UNE") AS "NECESSIDADE",
+               sum("VENDA_30DD") AS "VENDA_30DD_EM_RISCO"
+        FROM admmat
+        WHERE {_CRITICAL}
+        GROUP BY ALL
+        ORDER BY "NOMESEGMENTO", "UNE"
+    """,
+}
+
+
+class WarehouseBuildError(RuntimeError):
+    """The warehouse could not be built (a lake table is missing, unreadable, ...)."""
+
+
+@dataclass(frozen=True)
+class WarehouseInfo:
+    """What :func:`build_warehouse` published."""
+
+    path: Path
+    data_version: str
+    #: Every table of the warehouse (sources and aggregates) with its row count.
+    tables: dict[str, int] = field(default_factory=dict)
+    size_mb: float = 0.0
+    seconds: float = 0.0
+    built_at: str = ""
+
+
+def lake_table_path(lake_dir: Path, table: str) -> Path:
+    """Where the retail IO manager stores ``retail/<table>``."""
+    return Path(lake_dir) / RETAIL_PREFIX / f"{table}.parquet"
+
+
+def quote_ident(name: str) -> str:
+    """A DuckDB identifier, double-quoted (names come from code, never from clients)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def default_threads() -> int:
+    """DuckDB worker threads for this machine: its usable cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _load_table(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> int:
+    try:
+        files = [str(f) for f in parquet_files(path)]
+    except FileNotFoundError as exc:
+        raise WarehouseBuildError(
+            f"warehouse: lake table {RETAIL_PREFIX}/{name} not found at {path} "
+            f"(materialize the retail assets first): {exc}"
+        ) from None
+    try:
+        con.read_parquet(files).create(name)
+    except duckdb.Error as exc:
+        raise WarehouseBuildError(
+            f"warehouse: cannot load lake table {RETAIL_PREFIX}/{name} from {path}: {exc}"
+        ) from exc
+    return _count(con, name)
+
+
+def _count(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    ((rows,),) = con.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()
+    return int(rows)
+
+
+def _write_meta(
+    con: duckdb.DuckDBPyConnection,
+    data_version: str,
+    built_at: dt.datetime,
+    tables: Mapping[str, int],
+    sources: Mapping[str, Path],
+) -> None:
+    con.execute(
+        f"""CREATE TABLE {META_TABLE} (
+            data_version VARCHAR NOT NULL,
+            built_at TIMESTAMPTZ NOT NULL,
+            table_name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            row_count BIGINT NOT NULL,
+            source VARCHAR
+        )"""
+    )
+    con.executemany(
+        f"INSERT INTO {META_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                data_version,
+                built_at,
+                name,
+                "source" if name in sources else "aggregate",
+                rows,
+                str(sources[name]) if name in sources else None,
+            )
+            for name, rows in tables.items()
+        ],
+    )
+
+
+def build_warehouse(
+    lake_dir: Path | str,
+    target_path: Path | str,
+    data_version: str,
+    *,
+    threads: int | None = None,
+    tables: Iterable[str] | Mapping[str, Path] = SOURCE_TABLES,
+) -> WarehouseInfo:
+    """Build the warehouse from the retail tables under ``lake_dir`` into a new file and
+    publish it atomically at ``target_path`` (see the module docstring).
+
+    ``tables`` are the retail lake tables to load, by name (found under ``lake_dir`` as
+    the retail IO manager lays them out) or as ``{name: parquet path}``; ``admmat`` is
+    required (the query battery and the aggregates read it). Raises
+    :class:`WarehouseBuildError` naming the table and file when one cannot be loaded; the
+    published warehouse is then unchanged.
+    """
+    if not data_version or not data_version.strip():
+        raise ValueError("warehouse: data_version must be a non-empty string")
+    lake_dir, target = Path(lake_dir), Path(target_path)
+    if isinstance(tables, Mapping):
+        sources = {name: Path(path) for name, path in tables.items()}
+    else:
+        sources = {name: lake_table_path(lake_dir, name) for name in dict.fromkeys(tables)}
+    if "admmat" not in sources:
+        raise ValueError("warehouse: the table list must include 'admmat'")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.building")
+    start = time.perf_counter()
+    built_at = dt.datetime.now(dt.UTC)
+    counts: dict[str, int] = {}
+    try:
+        con = duckdb.connect(str(temp), config={"threads": threads or default_threads()})
+        try:
+            for name, path in sources.items():
+                counts[name] = _load_table(con, name, path)
+                logger.info("warehouse: loaded %s (%d rows) from %s", name, counts[name], path)
+            for name, select in AGGREGATES.items():
+                con.execute(f"CREATE TABLE {quote_ident(name)} AS {select}")
+                counts[name] = _count(con, name)
+            _write_meta(con, data_version, built_at, counts, sources)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        with temp.open("rb") as fh:  # the data is on disk before it is published
+            os.fsync(fh.fileno())
+        temp.replace(target)  # os.replace: atomic on POSIX
+        _fsync_dir(target.parent)
+    except BaseException:
+        for leftover in (temp, temp.with_name(temp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        raise
+    info = WarehouseInfo(
+        path=target,
+        data_version=data_version,
+        tables=counts,
+        size_mb=round(target.stat().st_size / 2**20, 3),
+        seconds=round(time.perf_counter() - start, 3),
+        built_at=built_at.isoformat(),
+    )
+    logger.info(
+        "warehouse %s: data_version %s, %d tables, %.1f MB in %.2f s",
+        target,
+        data_version,
+        len(counts),
+        info.size_mb,
+        info.seconds,
+    )
+    return info
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_read_only(path: Path | str, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to a fresh in-memory DuckDB instance with the warehouse at ``path``
+    ATTACHed read-only as :data:`CATALOG_ALIAS` (and made the default catalog).
+
+    Unlike ``duckdb.connect(path, read_only=True)``, which reuses an instance already
+    open on the same path in this process, this always opens the file now at ``path``.
+    File system access is then disabled and the configuration locked, so nothing run on
+    it (or its cursors) can read other files or attach databases.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no DuckDB warehouse at {path} (materialize serving/bi_warehouse)")
+    con = duckdb.connect(":memory:", config={"threads": threads or default_threads()})
+    try:
+        con.execute(f"ATTACH ? AS {CATALOG_ALIAS} (READ_ONLY)", [str(path)])
+        con.execute(f"USE {CATALOG_ALIAS}")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def read_meta(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, int]]:
+    """``(data_version, {table: rows})`` from an open warehouse's ``warehouse_meta``."""
+    rows = con.execute(
+        f"SELECT data_version, table_name, row_count FROM {META_TABLE} ORDER BY table_name"
+    ).fetchall()
+    if not rows:
+        raise WarehouseBuildError(f"warehouse: {META_TABLE} is empty")
+    versions = {r[0] for r in rows}
+    if len(versions) != 1:
+        raise WarehouseBuildError(f"warehouse: {META_TABLE} holds several versions {versions}")
+    return rows[0][0], {r[1]: int(r[2]) for r in rows}
+
+
+def read_data_version(path: Path | str) -> str:
+    """The ``data_version`` recorded in the warehouse at ``path``."""
+    con = open_read_only(path, threads=1)
+    try:
+        return read_meta(con)[0]
+    finally:
+        con.close()
+
+
+@dataclass(frozen=True)
+class RowCountCheck:
+    """One source table: rows in the warehouse, in its meta record and in the lake."""
+
+    table: str
+    source: str
+    warehouse_rows: int
+    recorded_rows: int
+    lake_rows: int | None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def check_row_counts(con: duckdb.DuckDBPyConnection) -> list[RowCountCheck]:
+    """Compare every source table of an open warehouse with the Parquet data it was
+    loaded from (row counts from the footers, recorded paths from ``warehouse_meta``)."""
+    records = con.execute(
+        f"SELECT table_name, row_count, source FROM {META_TABLE} "
+        "WHERE kind = 'source' ORDER BY table_name"
+    ).fetchall()
+    if not records:
+        raise WarehouseBuildError(f"warehouse: {META_TABLE} lists no source table")
+    results = []
+    for table, recorded, source in records:
+        actual = _count(con, table)
+        try:
+            lake: int | None = parquet_row_count(Path(source))
+        except FileNotFoundError:
+            lake = None
+        if lake is None:
+            problem = f"{table}: lake file {source} is gone"
+        elif not actual == recorded == lake:
+            problem = (
+                f"{table}: {actual} rows in the warehouse, {recorded} recorded, "
+                f"{lake} in the lake file {source}"
+            )
+        else:
+            problem = None
+        results.append(RowCountCheck(table, source, actual, int(recorded), lake, problem))
+    return results
