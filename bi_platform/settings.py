@@ -113,6 +113,31 @@ class Settings(BaseSettings):
         None, ge=1, description="DuckDB threads per warehouse instance. Default: usable cores."
     )
 
+    serving_host: str = Field("127.0.0.1", description="Address `bi-platform serve` binds.")
+    serving_port: int = Field(8080, ge=1, le=65535, description="Port of the query API.")
+    serving_workers: int = Field(1, ge=1, description="uvicorn worker processes of the API.")
+    serving_pool_size: int = Field(
+        8, ge=1, le=256, description="Read-only DuckDB connections per API worker."
+    )
+    serving_pool_timeout: float = Field(
+        5.0, gt=0, description="Seconds a request waits for a pooled connection (then 503)."
+    )
+    serving_auth: bool = Field(
+        True, description="Require an API key (X-API-Key or Bearer) on query endpoints."
+    )
+    serving_api_keys_file: Path | None = Field(
+        None,
+        description="Hashed API keys. Default: $BI_PLATFORM_HOME/serving/api_keys.json.",
+    )
+    serving_rate_limit: str = Field(
+        "100/minute", description="Requests per API key (or client address without auth)."
+    )
+    serving_cache: bool = Field(True, description="false: every request runs its query.")
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:port/db for the cache and rate limits. Unset: in-process.",
+    )
+
     # -- etl: the secure hybrid ETL (binary/CSV/Parquet inbox) ---------------------------
     etl_layout: str = Field(
         "default", description="Record layout (struct_config.json entry) of binary inputs."
@@ -197,6 +222,12 @@ class Settings(BaseSettings):
         """The DuckDB warehouse file the serving API reads."""
         default = self.home_dir / "warehouse" / "bi_warehouse.duckdb"  # serving.warehouse
         path = self.serving_warehouse_path or default
+        return path.expanduser().absolute()
+
+    @property
+    def api_keys_file(self) -> Path:
+        """Where ``bi-platform api-key`` stores the (hashed) API keys."""
+        path = self.serving_api_keys_file or self.home_dir / "serving" / "api_keys.json"
         return path.expanduser().absolute()
 
     @property

@@ -3,7 +3,9 @@
 #   - the PostgreSQL server binaries (initdb, pg_ctl, postgres) for the embedded runtime,
 #     unless DATABASE_URL is set (an external server) or BI_PLATFORM_PG_BIN_DIR points at
 #     an installation;
-#   - Chromium (headless) for the ETL report's browser test (skip: BI_PLATFORM_NO_CHROMIUM=1).
+#   - Chromium (headless) for the ETL report's browser test (skip: BI_PLATFORM_NO_CHROMIUM=1);
+#   - redis-server for the serving tests (a real Redis behind the cache and rate limits;
+#     skip: BI_PLATFORM_NO_REDIS=1).
 # Installs what is missing with apt when running as root on Debian/Ubuntu; otherwise
 # prints the exact command and fails.
 set -euo pipefail
@@ -21,12 +23,19 @@ have_chromium() {
   command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1
 }
 
+have_redis() {
+  command -v redis-server >/dev/null 2>&1
+}
+
 missing=()
 if [ -z "${DATABASE_URL:-}" ] && ! have_pg_binaries; then
   missing+=(postgresql)
 fi
 if [ -z "${BI_PLATFORM_NO_CHROMIUM:-}" ] && ! have_chromium; then
   missing+=(chromium)
+fi
+if [ -z "${BI_PLATFORM_NO_REDIS:-}" ] && ! have_redis; then
+  missing+=(redis-server)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -46,6 +55,10 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "error: apt-get installed chromium but the chromium command is still missing" >&2
     exit 1
   fi
+  if [ -z "${BI_PLATFORM_NO_REDIS:-}" ] && ! have_redis; then
+    echo "error: apt-get installed redis-server but the command is still missing" >&2
+    exit 1
+  fi
   exit 0
 fi
 
@@ -56,6 +69,8 @@ error: missing system packages: ${missing[*]}
               holding them, or DATABASE_URL to an existing server.
   chromium:   headless browser for the ETL report test (BI_PLATFORM_NO_CHROMIUM=1 skips
               installing it; that test then fails and says why).
+  redis-server: a real Redis for the serving tests (BI_PLATFORM_NO_REDIS=1 skips it;
+              those tests then fail and say why).
 Install them, then run make again:
     sudo apt-get update && sudo apt-get install -y ${missing[*]}      # Debian/Ubuntu
 MSG

@@ -122,19 +122,33 @@ def _is_text(type_: pa.DataType) -> bool:
     )
 
 
-def write_csv_safe(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as CSV atomically; text cells and header names neutralised, every
-    text cell quoted (so separators, quotes and newlines inside cells stay in place)."""
+def neutralise_table(table: pa.Table) -> pa.Table:
+    """``table`` with its text cells and header names neutralised (formula injection)."""
     columns = [
         _neutralise_column(table.column(i)) if _is_text(field.type) else table.column(i)
         for i, field in enumerate(table.schema)
     ]
-    names = [neutralise_csv_cell(n) for n in table.schema.names]
-    safe = pa.table(columns, names=names)
+    return pa.table(columns, names=[neutralise_csv_cell(n) for n in table.schema.names])
+
+
+def csv_bytes(table: pa.Table) -> bytes:
+    """``table`` as neutralised CSV, every text cell quoted (so separators, quotes and
+    newlines inside cells stay in place)."""
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(
+        neutralise_table(table), sink, write_options=pacsv.WriteOptions(quoting_style="needed")
+    )
+    return sink.getvalue().to_pybytes()
+
+
+def write_csv_safe(table: pa.Table, path: Path) -> None:
+    """Write ``table`` as neutralised CSV (:func:`csv_bytes`), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(path) as tmp:
-        pacsv.write_csv(safe, tmp, write_options=pacsv.WriteOptions(quoting_style="needed"))
+        pacsv.write_csv(
+            neutralise_table(table), tmp, write_options=pacsv.WriteOptions(quoting_style="needed")
+        )
 
 
 class AuditLog:

@@ -7,6 +7,8 @@ bi-platform env               `export` lines for a shell: eval "$(bi-platform en
 bi-platform assets            the asset keys of the code location, one per line
 bi-platform seed              sample sources of every domain (retail, news, etl)
 bi-platform etl register      ETL inbox files -> etl_files partitions (as the sensor does)
+bi-platform serve             the BI query API (uvicorn) over the DuckDB warehouse
+bi-platform api-key ...       create | list | revoke the API's keys (stored hashed)
 bi-platform bench ...         benchmarks (engines, news, etl): a table, then one JSON line
 """
 
@@ -180,6 +182,111 @@ def etl_register(settings: Settings, print_range: bool) -> None:
     for name, reason in registered.rejected:
         click.echo(f"  rejected {name}: {reason}")
     click.echo(f"pending: {span or 'none'}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address [default: SERVING_HOST].")
+@click.option("--port", type=int, default=None, help="Port [default: SERVING_PORT].")
+@click.option("--workers", type=int, default=None, help="Processes [default: SERVING_WORKERS].")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the BI query API (uvicorn) over the DuckDB warehouse."""
+    from bi_platform.serving.app import ServingConfig
+    from bi_platform.serving.server import serve as run_server
+
+    workers = settings.serving_workers if workers is None else workers
+    if workers < 1:
+        _fail(ValueError(f"--workers must be >= 1 (got {workers})"))
+    run_server(
+        ServingConfig.from_settings(settings),
+        host=host or settings.serving_host,
+        port=settings.serving_port if port is None else port,
+        workers=workers,
+        log_level=settings.bi_platform_log_level.lower(),
+    )
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """API keys of the query API (stored hashed in SERVING_API_KEYS_FILE)."""
+
+
+def _key_row(key: object) -> dict:
+    from dataclasses import asdict
+
+    row = asdict(key)  # type: ignore[call-overload]
+    row["segments"] = list(row["segments"]) if row["segments"] is not None else None
+    return row
+
+
+@api_key.command("create")
+@click.option("--name", required=True, help="Who or what the key is for.")
+@click.option(
+    "--segments",
+    default=None,
+    help="Comma-separated NOMESEGMENTO values the key may read (default: every segment).",
+)
+@click.pass_obj
+def api_key_create(settings: Settings, name: str, segments: str | None) -> None:
+    """Create a key; its secret is printed once (only its hash is stored)."""
+    from bi_platform.retail.schema import SEGMENTS
+    from bi_platform.serving.auth import ApiKeyStore
+
+    wanted = None
+    if segments is not None:
+        wanted = [s.strip() for s in segments.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in SEGMENTS]
+        if not wanted or unknown:
+            _fail(
+                ValueError(
+                    f"unknown segments {unknown or segments!r}; known: {', '.join(SEGMENTS)}"
+                )
+            )
+    try:
+        key, secret = ApiKeyStore(settings.api_keys_file).create(name, wanted)
+    except (ValueError, OSError, RuntimeError) as exc:
+        _fail(exc)
+    click.echo(
+        f"key {key.key_id} ({key.name}), segments: {', '.join(key.segments or ['all'])}", err=True
+    )
+    click.echo("the secret is shown only now; store it safely:", err=True)
+    click.echo(secret)
+
+
+@api_key.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_obj
+def api_key_list(settings: Settings, as_json: bool) -> None:
+    """Keys (never their secrets): id, name, segments, created, revoked."""
+    from bi_platform.serving.auth import ApiKeyStore
+
+    try:
+        keys = ApiKeyStore(settings.api_keys_file).list()
+    except (OSError, RuntimeError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([_key_row(k) for k in keys]))
+        return
+    for key in keys:
+        state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
+        segs = ",".join(key.segments) if key.segments is not None else "all"
+        click.echo(f"{key.key_id}  {key.name:<20} {segs:<30} {key.created_at}  {state}")
+
+
+@api_key.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+def api_key_revoke(settings: Settings, key_id: str) -> None:
+    """Revoke a key by id (running APIs refuse it on their next request)."""
+    from bi_platform.serving.auth import ApiKeyStore, UnknownApiKeyError
+
+    try:
+        key = ApiKeyStore(settings.api_keys_file).revoke(key_id)
+    except UnknownApiKeyError:
+        _fail(ValueError(f"no API key with id {key_id!r}"))
+    except (OSError, RuntimeError) as exc:
+        _fail(exc)
+    click.echo(f"revoked {key.key_id} ({key.name}) at {key.revoked_at}")
 
 
 @main.group()
