@@ -141,3 +141,19 @@ def test_named_volumes_are_declared() -> None:
 def test_dockerignore_keeps_local_state_out() -> None:
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".bi_platform", ".git"} <= set(ignored)
+
+
+def test_the_query_api_service_serves_the_shared_warehouse() -> None:
+    name, api = _service_running("bi-platform", "serve")
+    command = _command(api)
+    assert _arg(command, "--host") == "0.0.0.0"
+    port = _arg(command, "--port")
+    assert any(str(mapping).endswith(f":{port}") for mapping in api["ports"])
+    assert api["image"] == CODE["image"]
+    env = api["environment"]
+    assert env["BI_PLATFORM_HOME"] == CODE["environment"]["BI_PLATFORM_HOME"]
+    assert env["REDIS_URL"].startswith("redis://redis:")
+    assert env["SERVING_AUTH"] == "true"
+    assert set(api["volumes"]) & set(CODE["volumes"]), f"{name} must see the warehouse volume"
+    settings = set(Settings.model_fields)
+    assert {variable.lower() for variable in env} <= settings

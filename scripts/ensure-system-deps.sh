@@ -5,7 +5,8 @@
 #     an installation;
 #   - Chromium (headless) for the ETL report's browser test (skip: BI_PLATFORM_NO_CHROMIUM=1);
 #   - redis-server for the serving tests (a real Redis behind the cache and rate limits;
-#     skip: BI_PLATFORM_NO_REDIS=1).
+#     skip: BI_PLATFORM_NO_REDIS=1);
+#   - wrk, the load generator of `bi-platform bench serving` (skip: BI_PLATFORM_NO_WRK=1).
 # Installs what is missing with apt when running as root on Debian/Ubuntu; otherwise
 # prints the exact command and fails.
 set -euo pipefail
@@ -27,6 +28,10 @@ have_redis() {
   command -v redis-server >/dev/null 2>&1
 }
 
+have_wrk() {
+  command -v wrk >/dev/null 2>&1
+}
+
 missing=()
 if [ -z "${DATABASE_URL:-}" ] && ! have_pg_binaries; then
   missing+=(postgresql)
@@ -36,6 +41,9 @@ if [ -z "${BI_PLATFORM_NO_CHROMIUM:-}" ] && ! have_chromium; then
 fi
 if [ -z "${BI_PLATFORM_NO_REDIS:-}" ] && ! have_redis; then
   missing+=(redis-server)
+fi
+if [ -z "${BI_PLATFORM_NO_WRK:-}" ] && ! have_wrk; then
+  missing+=(wrk)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -59,6 +67,10 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "error: apt-get installed redis-server but the command is still missing" >&2
     exit 1
   fi
+  if [ -z "${BI_PLATFORM_NO_WRK:-}" ] && ! have_wrk; then
+    echo "error: apt-get installed wrk but the command is still missing" >&2
+    exit 1
+  fi
   exit 0
 fi
 
@@ -71,6 +83,7 @@ error: missing system packages: ${missing[*]}
               installing it; that test then fails and says why).
   redis-server: a real Redis for the serving tests (BI_PLATFORM_NO_REDIS=1 skips it;
               those tests then fail and say why).
+  wrk:        the load generator of `bi-platform bench serving` (BI_PLATFORM_NO_WRK=1).
 Install them, then run make again:
     sudo apt-get update && sudo apt-get install -y ${missing[*]}      # Debian/Ubuntu
 MSG
