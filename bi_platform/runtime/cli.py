@@ -9,7 +9,7 @@ bi-platform seed              sample sources of every domain (retail, news, etl)
 bi-platform etl register      ETL inbox files -> etl_files partitions (as the sensor does)
 bi-platform serve             the BI query API (uvicorn) over the DuckDB warehouse
 bi-platform api-key ...       create | list | revoke the API's keys (stored hashed)
-bi-platform bench ...         benchmarks (engines, news, etl): a table, then one JSON line
+bi-platform bench ...         benchmarks (engines, news, etl, serving): a table, then JSON
 """
 
 from __future__ import annotations
@@ -428,6 +428,49 @@ def bench_etl(mb: int, workers: int | None, struct_prefix_mb: int, workdir: str 
             f"{stage['seconds']:.2f}",
             f"{stage['mb_per_s']:,.1f}",
             f"whole file ~{whole:,.1f} s" if whole is not None else "",
+        )
+    Console(width=160).print(table)
+    click.echo(json.dumps(summary))
+
+
+@bench.command("serving")
+@click.option("--duration", type=int, default=20, show_default=True, help="Seconds per timed run.")
+@click.option("--users", type=int, default=30, show_default=True, help="Concurrent connections.")
+@click.option("--workers", type=int, default=2, show_default=True, help="uvicorn workers.")
+def bench_serving(duration: int, users: int, workers: int) -> None:
+    """The query API under wrk: warm cache vs cache off (auth, rate limit, metrics on)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bi_platform.bench import serving
+
+    console = Console(stderr=True)
+    console.print(
+        f"bench serving: {users} connections, {workers} worker(s), {duration} s per run (wrk)"
+    )
+    try:
+        stages, summary = serving.run(
+            duration_s=duration,
+            users=users,
+            workers=workers,
+            progress=lambda message: console.print(f"  {message}"),
+        )
+    except serving.BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+    title = f"serving benchmark ({users} connections, warehouse {summary['warehouse']})"
+    table = Table(title=title)
+    for column in ("run", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for name in ("cached", "uncached"):
+        stage = stages[name]
+        table.add_row(
+            name,
+            f"{stage['requests']:,}",
+            f"{stage['rps']:,.0f}",
+            f"{stage['p50_ms']:.1f}",
+            f"{stage['p95_ms']:.1f}",
+            f"{stage['p99_ms']:.1f}",
+            f"{stage['errors']:,}",
         )
     Console(width=160).print(table)
     click.echo(json.dumps(summary))
