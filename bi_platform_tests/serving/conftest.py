@@ -1,8 +1,8 @@
 """Shared fixtures of the serving tests: a real Redis server for the session, and real
 uvicorn servers of the query API on loopback (started in a thread on a bound socket).
 
-The existing test modules keep their own module fixtures (``lake``, ``warehouse``, ...);
-only the fixtures below are shared.
+``lake`` and ``warehouse`` are module-scoped: each module gets its own warehouse file,
+whose data_version is ``v-<module name>``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,25 @@ DEFAULT_KEYS: dict[str, tuple[str, ...] | None] = {
     "tecidos": ("TECIDOS",),
     "two": ("TECIDOS", "PAPELARIA"),
 }
+
+
+@pytest.fixture(scope="module")
+def lake() -> SmallLake:
+    return small_lake()
+
+
+@pytest.fixture(scope="module")
+def warehouse(
+    lake: SmallLake, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Path:
+    """A warehouse built from the small lake for this module (data_version ``v-<module>``)."""
+    target = tmp_path_factory.mktemp("wh") / "bi_warehouse.duckdb"
+    build_warehouse(lake.lake_dir, target, module_version(request.module.__name__))
+    return target
+
+
+def module_version(module_name: str) -> str:
+    return f"v-{module_name.rsplit('.', 1)[-1]}"
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,7 @@ import pytest
 
 from bi_platform.serving.pool import ConnectionPool, PoolClosedError, PoolTimeoutError
 from bi_platform.serving.warehouse import build_warehouse, read_meta
-from bi_platform_tests.serving import SmallLake, small_lake
-
-
-@pytest.fixture(scope="module")
-def lake() -> SmallLake:
-    return small_lake()
+from bi_platform_tests.serving import SmallLake
 
 
 @pytest.fixture

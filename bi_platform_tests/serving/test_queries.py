@@ -14,8 +14,8 @@ from bi_platform.retail.parity import compare_frames
 from bi_platform.retail.queries import CATALOG, QueryParameterError, run_query, scan_admmat
 from bi_platform.serving import queries as serving
 from bi_platform.serving.pool import ConnectionPool
-from bi_platform.serving.warehouse import build_warehouse, lake_table_path, read_data_version
-from bi_platform_tests.serving import SmallLake, small_lake
+from bi_platform.serving.warehouse import lake_table_path, read_data_version
+from bi_platform_tests.serving import SmallLake
 
 INJECTIONS = (
     "TECIDOS' OR '1'='1",
@@ -25,18 +25,6 @@ INJECTIONS = (
     "TECIDOS\x00",
 )
 RESTRICTED = ("TECIDOS", "PAPELARIA")
-
-
-@pytest.fixture(scope="module")
-def lake() -> SmallLake:
-    return small_lake()
-
-
-@pytest.fixture(scope="module")
-def warehouse(lake: SmallLake, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("wh") / "bi_warehouse.duckdb"
-    build_warehouse(lake.lake_dir, target, "v-queries")
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +60,7 @@ def test_every_query_matches_polars_with_default_params(
     result = serving.execute(pool, name)
     assert isinstance(result.table, pa.Table)
     assert result.params == CATALOG[name].defaults
-    assert result.data_version == "v-queries"
+    assert result.data_version == "v-test_queries"
     assert result.table.num_rows > 0, name
     _assert_parity(result.table, _polars(polars_source, name), name)
 
@@ -127,7 +115,7 @@ def test_injection_strings_are_rejected_or_inert(evil: str, pool: ConnectionPool
     # as a row-level security segment it is just a value matching no row
     assert serving.run_query(pool, "critical_rupture", segments=[evil]).num_rows == 0
     assert serving.run_query(pool, "critical_rupture", segments=[evil, "TECIDOS"]).num_rows > 0
-    assert read_data_version(pool.path) == "v-queries"
+    assert read_data_version(pool.path) == "v-test_queries"
     assert serving.run_query(pool, "sales_by_une").num_rows > 0
 
 

@@ -29,12 +29,7 @@ from bi_platform.serving.warehouse import (
     lake_table_path,
     read_data_version,
 )
-from bi_platform_tests.serving import RETAIL_ASSETS, SmallLake, small_lake
-
-
-@pytest.fixture(scope="module")
-def lake() -> SmallLake:
-    return small_lake()
+from bi_platform_tests.serving import RETAIL_ASSETS, SmallLake
 
 
 def _materialize(lake: SmallLake, path: Path) -> dg.ExecuteInProcessResult:

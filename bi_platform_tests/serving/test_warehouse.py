@@ -23,19 +23,7 @@ from bi_platform.serving.warehouse import (
     read_data_version,
     read_meta,
 )
-from bi_platform_tests.serving import SmallLake, small_lake
-
-
-@pytest.fixture(scope="module")
-def lake() -> SmallLake:
-    return small_lake()
-
-
-@pytest.fixture(scope="module")
-def warehouse(lake: SmallLake, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("wh") / "bi_warehouse.duckdb"
-    build_warehouse(lake.lake_dir, target, "v-module")
-    return target
+from bi_platform_tests.serving import SmallLake
 
 
 def _admmat(lake: SmallLake) -> pl.DataFrame:
@@ -184,7 +172,7 @@ def test_read_only_connection_cannot_write_nor_read_files(lake: SmallLake, wareh
             con.execute("SET enable_external_access = true")
     finally:
         con.close()
-    assert read_data_version(warehouse) == "v-module"
+    assert read_data_version(warehouse) == "v-test_warehouse"
 
 
 def test_check_row_counts_detects_a_lake_that_changed(lake: SmallLake, tmp_path: Path) -> None:
