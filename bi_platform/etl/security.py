@@ -131,24 +131,27 @@ def neutralise_table(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=[neutralise_csv_cell(n) for n in table.schema.names])
 
 
-def csv_bytes(table: pa.Table) -> bytes:
-    """``table`` as neutralised CSV, every text cell quoted (so separators, quotes and
-    newlines inside cells stay in place)."""
-    sink = pa.BufferOutputStream()
+def _write_neutral_csv(table: pa.Table, sink: Any) -> None:
+    """``table`` as neutralised CSV into ``sink`` (a path or an Arrow stream), every text
+    cell quoted (so separators, quotes and newlines inside cells stay in place)."""
     pacsv.write_csv(
         neutralise_table(table), sink, write_options=pacsv.WriteOptions(quoting_style="needed")
     )
+
+
+def csv_bytes(table: pa.Table) -> bytes:
+    """``table`` as neutralised CSV (for an HTTP response)."""
+    sink = pa.BufferOutputStream()
+    _write_neutral_csv(table, sink)
     return sink.getvalue().to_pybytes()
 
 
 def write_csv_safe(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as neutralised CSV (:func:`csv_bytes`), atomically."""
+    """Write ``table`` as neutralised CSV, atomically (streamed to a temp file, renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(path) as tmp:
-        pacsv.write_csv(
-            neutralise_table(table), tmp, write_options=pacsv.WriteOptions(quoting_style="needed")
-        )
+        _write_neutral_csv(table, tmp)
 
 
 class AuditLog:
