@@ -505,6 +505,10 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
             req = parse_request(name, request, key.segments if key is not None else None)
         except ClientError as exc:
             return _error(exc.status, exc.detail, exc.param)
+        fast = fast_hit(req)
+        if fast is not None:
+            body, version = fast
+            return respond(req, body, True, version)
         try:
             body, hit, version = await run_in_threadpool(lookup, req)
         except PoolTimeoutError:
@@ -513,6 +517,9 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
         except (FileNotFoundError, PoolClosedError, duckdb.IOException) as exc:
             logger.warning("query %s: warehouse not available: %s", req.name, exc)
             return _error(503, "warehouse not available", **{"Retry-After": "5"})
+        return respond(req, body, hit, version)
+
+    def respond(req: _Request, body: bytes, hit: bool, version: str) -> Response:
         metrics.record_cache(req.name, hit)
         headers = {"X-Cache": "HIT" if hit else "MISS", "X-Data-Version": version}
         if req.fmt == "json":
@@ -520,6 +527,23 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
         elif req.fmt == "csv":
             headers["Content-Disposition"] = f'attachment; filename="{req.name}.csv"'
         return Response(body, media_type=FORMATS[req.fmt], headers=headers)
+
+    peek = getattr(cache, "peek", None)  # the in-process cache: hits without I/O
+
+    def fast_hit(req: _Request) -> tuple[bytes, str] | None:
+        """``(body, data_version)`` of a cache hit served on the event loop (no threadpool
+        hop): the warehouse version read lock-free, the in-process cache peeked. ``None``
+        (a miss, Redis, a warehouse not open yet or just swapped): take :func:`lookup`."""
+        if peek is None:
+            return None
+        version = pool.current_data_version()
+        if version is None:
+            return None
+        body = peek(cache_key(req.name, {**req.params, "_format": req.fmt}, version, req.segments))
+        if body is None:
+            return None
+        metrics.set_data_version(version)
+        return body, version
 
     return app
 

@@ -267,6 +267,16 @@ class InProcessCache:
                 self._entries.popitem(last=False)
                 self._evictions += 1
 
+    def peek(self, key: str) -> bytes | None:
+        """The cached value of ``key`` (counted as a hit), or ``None`` (not counted: the
+        caller goes on to :meth:`get_or_compute`). Never blocks on I/O or on a flight,
+        so the event loop can serve hits without a threadpool hop."""
+        value = self._get(key)
+        if value is not None:
+            with self._lock:
+                self._hits += 1
+        return value
+
     def get_or_compute(
         self, key: str, ttl: float, compute: Callable[[], bytes]
     ) -> tuple[bytes, bool]:

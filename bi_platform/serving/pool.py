@@ -64,6 +64,10 @@ class _Generation:
     leased: int = 0
     retired: bool = False
 
+    @property
+    def table_names(self) -> frozenset[str]:
+        return frozenset(self.tables)
+
     def close_all(self) -> None:
         for cursor in self.idle:
             cursor.close()
@@ -81,6 +85,8 @@ class Lease:
     #: ``data_version`` of the warehouse file this connection reads.
     data_version: str
     generation: int
+    #: Tables of the warehouse file this connection reads (from ``warehouse_meta``).
+    tables: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -217,7 +223,7 @@ class ConnectionPool:
             raise
         healthy = True
         try:
-            yield Lease(cursor, waited, gen.data_version, gen.number)
+            yield Lease(cursor, waited, gen.data_version, gen.number, gen.table_names)
         except duckdb.FatalException:
             healthy = False
             raise
@@ -251,6 +257,20 @@ class ConnectionPool:
         """The ``data_version`` of the warehouse now at ``path`` (opens it if needed)."""
         with self._lock:
             return self._current_generation().data_version
+
+    def current_data_version(self) -> str | None:
+        """The ``data_version`` of the warehouse now at ``path`` when the pool already has
+        it open, else ``None``; lock-free (one ``stat`` of the file, compared with the
+        current generation -- an attribute swapped atomically when a new file is opened),
+        so the event loop can call it. ``None`` means: ask :meth:`data_version`."""
+        current = self._current
+        if current is None or self._closed:
+            return None
+        try:
+            file_id = _file_id(self.path)
+        except OSError:
+            return None
+        return current.data_version if file_id == current.file_id else None
 
     def stats(self) -> PoolStats:
         with self._lock:

@@ -10,6 +10,7 @@ set to a fresh directory unless the environment already names one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bi_platform.serving.app import ServingConfig, create_app
+from bi_platform.serving.warehouse import default_threads
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,17 @@ def _prepare_multiprocess_metrics(workers: int) -> Path | None:
     return directory
 
 
+def with_worker_threads(config: ServingConfig, workers: int) -> ServingConfig:
+    """``config`` with DuckDB threads for one of ``workers`` processes on this machine
+    when it names none: the usable cores shared out (at least 1), so that the workers'
+    DuckDB instances together run one thread per core instead of ``workers`` per core
+    (the queries over the pre-aggregates are too small to gain from parallelism; the
+    requests of a worker run concurrently on its pooled connections anyway)."""
+    if config.duckdb_threads is not None:
+        return config
+    return dataclasses.replace(config, duckdb_threads=max(1, default_threads() // workers))
+
+
 def serve(
     config: ServingConfig,
     host: str = "127.0.0.1",
@@ -61,6 +74,7 @@ def serve(
     """Serve the API on ``host:port`` with ``workers`` processes until interrupted."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1 (got {workers})")
+    config = with_worker_threads(config, workers)
     os.environ[CONFIG_ENV] = config.to_json()
     created = _prepare_multiprocess_metrics(workers)
     logger.info(

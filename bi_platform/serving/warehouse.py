@@ -110,6 +110,228 @@ AGGREGATES: dict[str, str] = {
 }
 
 
+_Q3 = 'coalesce("MES_01", 0.0) + coalesce("MES_02", 0.0) + coalesce("MES_03", 0.0)'
+_WEEK_NAMES = (
+    "SEMANA_ANTERIOR_5",
+    "SEMANA_ANTERIOR_4",
+    "SEMANA_ANTERIOR_3",
+    "SEMANA_ANTERIOR_2",
+    "SEMANA_ATUAL",
+)
+_SEGMENT_SUMS = ",\n".join(
+    [f'sum("{m}") AS "{m}"' for m in _MONTHS]
+    + [f'sum("QTDE_{w}") AS "QTDE_{w}"' for w in _WEEK_NAMES]
+    + [f'sum(CAST("FREQ_{w}" AS DOUBLE)) AS "FREQ_{w}"' for w in _WEEK_NAMES]
+)
+
+_PER_PRODUCT = """count(*) AS "ITENS",
+    coalesce(sum("VENDA_30DD"), 0) AS "VENDA_30DD",
+    coalesce(sum("MES_01"), 0) AS "MES_01",
+    coalesce(sum("ESTOQUE_UNE" * "LIQUIDO_38"), 0) AS "VALOR_ESTOQUE\""""
+_MANUFACTURER = """count(*) AS "PRODUTOS",
+    coalesce(sum("ITENS"), 0) AS "ITENS",
+    coalesce(sum("VENDA_30DD"), 0) AS "VENDA_30DD",
+    coalesce(sum("MES_01"), 0) AS "MES_01",
+    coalesce(sum("VALOR_ESTOQUE"), 0) AS "VALOR_ESTOQUE\""""
+
+#: Pre-aggregates the serving API's SQL reads (:mod:`bi_platform.serving.sql`), each at
+#: the grain its queries need and always with ``NOMESEGMENTO`` in the grain (row-level
+#: security filters them by segment). Sums keep SQL's NULL for groups without values.
+SERVING_AGGREGATES: dict[str, str] = {
+    "srv_segment": f"""
+        SELECT "NOMESEGMENTO", count(*) AS "ITENS",
+               {_SEGMENT_SUMS},
+               sum({_Q3}) AS "VENDA_TRIMESTRE",
+               sum("VENDA_30DD") AS "VENDA_30DD",
+               sum("MES_PARCIAL") AS "MES_PARCIAL",
+               sum("ESTOQUE_UNE") AS "ESTOQUE_UNE",
+               sum("ESTOQUE_UNE" * "LIQUIDO_38") AS "VALOR_ESTOQUE",
+               sum(CASE WHEN {_CRITICAL} THEN 1.0 ELSE 0.0 END) AS "ITENS_RUPTURA",
+               sum(CASE WHEN {_CRITICAL} THEN "VENDA_30DD" ELSE 0.0 END) AS "VENDA_EM_RISCO"
+        FROM admmat GROUP BY ALL ORDER BY ALL
+    """,
+    "srv_segment_une_abc": """
+        SELECT "NOMESEGMENTO", "UNE", "UNE_NOME", "ABC_UNE_30DD",
+               count(*) AS "ITENS",
+               sum("VENDA_30DD") AS "VENDA_30DD",
+               sum("MES_01") AS "MES_01",
+               sum("MES_PARCIAL") AS "MES_PARCIAL",
+               sum("ESTOQUE_UNE") AS "ESTOQUE_UNE",
+               sum("ESTOQUE_UNE" * "LIQUIDO_38") AS "VALOR_ESTOQUE",
+               sum(CASE WHEN "ESTOQUE_UNE" > 0 THEN 1.0 ELSE 0.0 END) AS "ITENS_COM_ESTOQUE"
+        FROM admmat GROUP BY ALL ORDER BY "NOMESEGMENTO", "UNE", "UNE_NOME", "ABC_UNE_30DD"
+    """,
+    "srv_segment_promo_leadtime": """
+        SELECT "NOMESEGMENTO", "PROMOCIONAL", "LEADTIME_LV",
+               count(*) AS "ITENS",
+               sum("VENDA_30DD") AS "VENDA_30DD", count("VENDA_30DD") AS "N_VENDA_30DD",
+               sum("MES_01") AS "MES_01",
+               sum("ESTOQUE_UNE") AS "ESTOQUE_UNE", count("ESTOQUE_UNE") AS "N_ESTOQUE_UNE"
+        FROM admmat GROUP BY ALL ORDER BY ALL
+    """,
+    "srv_segment_product": """
+        SELECT *, row_number() OVER (
+            PARTITION BY "NOMESEGMENTO" ORDER BY "VENDA_30DD" DESC NULLS LAST, "PRODUTO"
+        ) AS "__POS"
+        FROM (
+            SELECT "NOMESEGMENTO", "PRODUTO", "NOME",
+                   count(*) AS "ITENS",
+                   coalesce(sum("VENDA_30DD"), 0) AS "VENDA_30DD",
+                   coalesce(sum("MES_01"), 0) AS "MES_01",
+                   coalesce(sum("MES_02"), 0) AS "MES_02",
+                   coalesce(sum("ESTOQUE_UNE"), 0) AS "ESTOQUE_UNE"
+            FROM admmat GROUP BY ALL
+        )
+        ORDER BY "__POS", "NOMESEGMENTO"
+    """,
+    "srv_segment_growth": """
+        SELECT *, row_number() OVER (
+            PARTITION BY "NOMESEGMENTO" ORDER BY "CRESCIMENTO" DESC NULLS LAST, "PRODUTO"
+        ) AS "__POS"
+        FROM (
+            SELECT "NOMESEGMENTO", "PRODUTO", "NOME", "MES_01", "MES_02",
+                   ("MES_01" - "MES_02") / "MES_02" AS "CRESCIMENTO"
+            FROM (
+                SELECT "NOMESEGMENTO", "PRODUTO", "NOME",
+                       coalesce(sum("MES_01"), 0) AS "MES_01",
+                       coalesce(sum("MES_02"), 0) AS "MES_02"
+                FROM admmat GROUP BY ALL
+            )
+            WHERE "MES_02" > 0
+        )
+        ORDER BY "__POS", "NOMESEGMENTO"
+    """,
+    "srv_segment_manufacturer_product": """
+        SELECT "NOMESEGMENTO", "NOMEFABRICANTE", "PRODUTO",
+               count(*) AS "ITENS",
+               sum("VENDA_30DD") AS "VENDA_30DD",
+               sum("MES_01") AS "MES_01",
+               sum("ESTOQUE_UNE" * "LIQUIDO_38") AS "VALOR_ESTOQUE"
+        FROM admmat GROUP BY ALL ORDER BY ALL
+    """,
+    "srv_segment_manufacturer": f"""
+        SELECT "NOMESEGMENTO", "NOMEFABRICANTE", {_MANUFACTURER}
+        FROM (
+            SELECT "NOMESEGMENTO", "NOMEFABRICANTE", "PRODUTO", {_PER_PRODUCT}
+            FROM admmat GROUP BY ALL
+        )
+        GROUP BY ALL ORDER BY ALL
+    """,
+    "srv_manufacturer": f"""
+        SELECT "NOMEFABRICANTE", {_MANUFACTURER}
+        FROM (
+            SELECT "NOMEFABRICANTE", "PRODUTO", {_PER_PRODUCT}
+            FROM admmat GROUP BY ALL
+        )
+        GROUP BY ALL ORDER BY ALL
+    """,
+    "srv_segment_category": f"""
+        SELECT "NOMESEGMENTO", "NOMECATEGORIA",
+               coalesce(sum("VENDA_30DD"), 0) AS "VENDA_30DD",
+               coalesce(sum("VENDA_TRIMESTRE"), 0) AS "VENDA_TRIMESTRE",
+               count(*) AS "PRODUTOS"
+        FROM (
+            SELECT "NOMESEGMENTO", "NOMECATEGORIA", "PRODUTO",
+                   coalesce(sum("VENDA_30DD"), 0) AS "VENDA_30DD",
+                   coalesce(sum({_Q3}), 0) AS "VENDA_TRIMESTRE"
+            FROM admmat GROUP BY ALL
+        )
+        GROUP BY ALL ORDER BY ALL
+    """,
+    "srv_totals": f"""
+        SELECT count(*) AS "ITENS",
+               count(DISTINCT "PRODUTO") + max(CASE WHEN "PRODUTO" IS NULL THEN 1 ELSE 0 END)
+                   AS "PRODUTOS",
+               count(DISTINCT "UNE") + max(CASE WHEN "UNE" IS NULL THEN 1 ELSE 0 END) AS "UNES",
+               count(DISTINCT "NOMESEGMENTO")
+                   + max(CASE WHEN "NOMESEGMENTO" IS NULL THEN 1 ELSE 0 END) AS "SEGMENTOS",
+               coalesce(sum("VENDA_30DD"), 0) AS "VENDA_30DD",
+               coalesce(sum("MES_01"), 0) AS "MES_01",
+               coalesce(sum("ESTOQUE_UNE"), 0) AS "ESTOQUE_UNE",
+               coalesce(sum("ESTOQUE_UNE" * "LIQUIDO_38"), 0) AS "VALOR_ESTOQUE",
+               coalesce(sum(CASE WHEN {_CRITICAL} THEN 1.0 ELSE 0.0 END), 0) AS "ITENS_RUPTURA"
+        FROM admmat
+    """,
+    # row-level tables: narrow, pre-filtered by the parameter-free conditions and stored
+    # in the order of their query (or of a bound of it), whose LIMIT then stops the scan
+    # early (readers preserve insertion order, see open_read_only) or zone maps prune.
+    # "__POS" is a row's rank within its segment in the query's order: the top n of any
+    # set of segments have __POS <= n, a prefix of the table (sorted by it).
+    "srv_rows_by_une": """
+        SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
+               "VENDA_30DD", "MES_01", "ESTOQUE_UNE"
+        FROM admmat ORDER BY "UNE", "VENDA_30DD" DESC NULLS LAST, "PRODUTO"
+    """,
+    "srv_rows_demand": f"""
+        SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
+               "ESTOQUE_UNE", "DEMANDA_DIARIA",
+               CAST("ESTOQUE_UNE" AS DOUBLE) / "DEMANDA_DIARIA" AS "COBERTURA_DIAS",
+               "VENDA_30DD"
+        FROM (SELECT *, ({_Q3}) / 90.0 AS "DEMANDA_DIARIA" FROM admmat)
+        WHERE "DEMANDA_DIARIA" > 0
+        ORDER BY "DEMANDA_DIARIA" DESC NULLS LAST, "UNE", "PRODUTO"
+    """,
+    "srv_rows_stock": f"""
+        SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
+               "ESTOQUE_UNE", "DEMANDA_DIARIA",
+               CAST("ESTOQUE_UNE" AS DOUBLE) / "DEMANDA_DIARIA" AS "COBERTURA_DIAS"
+        FROM (SELECT *, ({_Q3}) / 90.0 AS "DEMANDA_DIARIA" FROM admmat)
+        WHERE "DEMANDA_DIARIA" > 0
+        ORDER BY "ESTOQUE_UNE" DESC NULLS LAST, "UNE", "PRODUTO"
+    """,
+    "srv_rows_stock_by_segment": f"""
+        SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
+               "ESTOQUE_UNE", "DEMANDA_DIARIA",
+               CAST("ESTOQUE_UNE" AS DOUBLE) / "DEMANDA_DIARIA" AS "COBERTURA_DIAS"
+        FROM (SELECT *, ({_Q3}) / 90.0 AS "DEMANDA_DIARIA" FROM admmat)
+        WHERE "DEMANDA_DIARIA" > 0
+        ORDER BY "NOMESEGMENTO", "ESTOQUE_UNE" DESC NULLS LAST, "UNE", "PRODUTO"
+    """,
+    "srv_rows_reorder": """
+        SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
+               "ESTOQUE_UNE", "PONTO_PEDIDO_LV",
+               CAST("ESTOQUE_UNE" AS DOUBLE) / CAST("PONTO_PEDIDO_LV" AS DOUBLE)
+                   AS "RAZAO_PONTO_PEDIDO",
+               "LEADTIME_LV", "VENDA_30DD"
+        FROM admmat WHERE "PONTO_PEDIDO_LV" > 0
+        ORDER BY "RAZAO_PONTO_PEDIDO" NULLS LAST, "UNE", "PRODUTO"
+    """,
+    "srv_rows_critical": f"""
+        SELECT *, row_number() OVER (
+            PARTITION BY "NOMESEGMENTO" ORDER BY "VENDA_30DD" DESC NULLS LAST, "UNE", "PRODUTO"
+        ) AS "__POS"
+        FROM (SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
+               "ESTOQUE_CD", "ESTOQUE_UNE", "ESTOQUE_LV",
+               "ESTOQUE_LV" - "ESTOQUE_UNE" AS "NECESSIDADE", "VENDA_30DD", "LEADTIME_LV"
+        FROM admmat WHERE {_CRITICAL})
+        ORDER BY "__POS", "NOMESEGMENTO"
+    """,
+    "srv_rows_no_sales_90d": """
+        SELECT *, row_number() OVER (
+            PARTITION BY "NOMESEGMENTO" ORDER BY "VALOR_ESTOQUE" DESC NULLS LAST, "UNE", "PRODUTO"
+        ) AS "__POS"
+        FROM (SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
+               "ESTOQUE_UNE", "ESTOQUE_UNE" * "LIQUIDO_38" AS "VALOR_ESTOQUE",
+               "ULTIMA_VENDA_DATA_UNE"
+        FROM admmat
+        WHERE "VENDA_30DD" = 0 AND "MES_01" = 0 AND "MES_02" = 0 AND "MES_03" = 0
+          AND "ESTOQUE_UNE" > 0)
+        ORDER BY "__POS", "NOMESEGMENTO"
+    """,
+    "srv_rows_discontinued": """
+        SELECT *, row_number() OVER (
+            PARTITION BY "NOMESEGMENTO" ORDER BY "VALOR_ESTOQUE" DESC NULLS LAST, "UNE", "PRODUTO"
+        ) AS "__POS"
+        FROM (SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO", "NOMEFABRICANTE",
+               "ESTOQUE_UNE", "ESTOQUE_CD", "VENDA_30DD",
+               "ESTOQUE_UNE" * "LIQUIDO_38" AS "VALOR_ESTOQUE"
+        FROM admmat WHERE "FORALINHA" = 'S' AND "ESTOQUE_UNE" > 0)
+        ORDER BY "__POS", "NOMESEGMENTO"
+    """,
+}
+AGGREGATES.update(SERVING_AGGREGATES)
+
+
 class WarehouseBuildError(RuntimeError):
     """The warehouse could not be built (a lake table is missing, unreadable, ...)."""
 
@@ -298,6 +520,8 @@ def open_read_only(path: Path | str, *, threads: int | None = None) -> duckdb.Du
     try:
         con.execute(f"ATTACH ? AS {CATALOG_ALIAS} (READ_ONLY)", [str(path)])
         con.execute(f"USE {CATALOG_ALIAS}")
+        # scans return rows in table order (the serving SQL's LIMITs rely on it)
+        con.execute("SET preserve_insertion_order = true")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except BaseException:

@@ -282,3 +282,41 @@ def test_a_redis_outage_degrades_to_computing_not_to_errors(deploy: Deploy) -> N
         response = _get(api, "/api/v1/queries/sales_by_une")
         assert response.status_code == 200 and response.json()["rows"]
         assert response.headers["x-cache"] == "MISS"
+
+
+def test_in_process_hits_skip_the_threadpool(
+    api: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bi_platform.serving import app as app_module
+
+    hops: list[str] = []
+    real = app_module.run_in_threadpool
+
+    async def counting(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(func, "__name__", "?"))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(app_module, "run_in_threadpool", counting)
+    params = {"segmento": "PAPELARIA", "limite": str(random.randint(1, 1000))}
+    first = _get(api, "/api/v1/queries/top_products_by_segment", params=params)
+    assert first.headers["x-cache"] == "MISS" and hops == ["lookup"]
+    second = _get(api, "/api/v1/queries/top_products_by_segment", params=params)
+    assert second.headers["x-cache"] == "HIT"
+    assert second.headers["x-data-version"] == first.headers["x-data-version"]
+    expected = [] if api.config.redis_url is None else ["lookup"]  # Redis: I/O, threadpool
+    assert hops[1:] == expected
+    a, b = first.json(), second.json()
+    assert (a.pop("cached"), b.pop("cached")) == (False, True)
+    assert a == b
+
+
+def test_serve_shares_the_cores_between_the_workers_duckdb_threads(tmp_path: Path) -> None:
+    from bi_platform.serving.server import with_worker_threads
+    from bi_platform.serving.warehouse import default_threads
+
+    config = ServingConfig(warehouse_path=tmp_path / "wh.duckdb", auth=False)
+    assert with_worker_threads(config, 1).duckdb_threads == default_threads()
+    assert with_worker_threads(config, 2).duckdb_threads == max(1, default_threads() // 2)
+    assert with_worker_threads(config, 64).duckdb_threads == 1
+    pinned = ServingConfig(warehouse_path=tmp_path / "wh.duckdb", auth=False, duckdb_threads=3)
+    assert with_worker_threads(pinned, 2).duckdb_threads == 3

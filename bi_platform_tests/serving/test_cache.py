@@ -284,3 +284,13 @@ def test_redis_outage_degrades_to_computing(caplog: pytest.LogCaptureFixture) ->
     assert compute.calls == 2 and cache.stats()["errors"] == 2
     assert "s3cret-password" not in caplog.text and "redis cache read failed" in caplog.text
     cache.close()
+
+
+def test_in_process_peek_counts_hits_only() -> None:
+    cache = InProcessCache()
+    assert cache.peek("k") is None
+    assert cache.get_or_compute("k", 60, Counter(b"v")) == (b"v", False)
+    assert cache.peek("k") == b"v"
+    assert (cache.stats()["hits"], cache.stats()["misses"]) == (1, 1)
+    cache.clear()
+    assert cache.peek("k") is None

@@ -186,3 +186,20 @@ def test_missing_file_closed_pool_and_bad_config(tmp_path: Path, warehouse: Path
     pool.close()
     with pytest.raises(PoolClosedError, match="closed"), pool.acquire(timeout=1):
         pass
+
+
+def test_current_data_version_is_lock_free_and_never_stale(
+    lake: SmallLake, warehouse: Path
+) -> None:
+    with ConnectionPool(warehouse, size=2) as pool:
+        assert pool.current_data_version() is None  # nothing open yet: ask data_version()
+        assert pool.data_version() == "v1"
+        with pool._lock:  # answered without the pool's lock (the event loop calls it)
+            assert pool.current_data_version() == "v1"
+        build_warehouse(lake.lake_dir, warehouse, "v2")
+        assert pool.current_data_version() is None  # swapped: not "v1" any more
+        assert pool.data_version() == "v2"
+        assert pool.current_data_version() == "v2"
+        with pool.acquire() as lease:
+            assert lease.data_version == "v2" and "admmat" in lease.tables
+    assert pool.current_data_version() is None  # closed
