@@ -50,7 +50,7 @@ up: system-deps $(VENV)/.installed-run  ## start local services (PostgreSQL) and
 run: up  ## install, start services, seed sample sources (PROFILE=default), materialize every asset
 	$(BIN)/bi-platform seed --profile $(PROFILE)
 	$(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
-	  --select '* and not key:"news/news_ingest" and not group:etl'
+	  --select '* and not key:"news/news_ingest" and not group:etl and not group:cadastral'
 	@# the daily news partitions: every seeded inbox day in one run, then the HF sync
 	@days="$$(ls $(BI_PLATFORM_HOME)/news/inbox/ | sed -n 's/\.jsonl$$//p' | sort)"; \
 	if [ -n "$$days" ]; then \
@@ -70,6 +70,8 @@ run: up  ## install, start services, seed sample sources (PROFILE=default), mate
 	    --select 'key:"etl/etl_sample_estimates" or key:"etl/etl_report"' && \
 	  echo "ETL report: $$(cd $(BI_PLATFORM_HOME) && pwd)/etl/report/report.html"; \
 	fi
+	@# the person registry: one run of the whole group on one Spark session
+	$(LOAD_SERVICES_ENV) && $(BIN)/dagster job execute -m bi_platform.definitions -j cadastral_job
 	@$(BIN)/bi-platform status
 
 test: system-deps $(VENV)/.installed-dev  ## install dev deps, lint, run the test suite

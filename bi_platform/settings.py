@@ -110,7 +110,12 @@ class Settings(BaseSettings):
         ),
     )
     serving_duckdb_threads: int | None = Field(
-        None, ge=1, description="DuckDB threads per warehouse instance. Default: usable cores."
+        None,
+        ge=1,
+        description=(
+            "DuckDB threads of each API worker's warehouse connections (and of the build). "
+            "Default: usable cores / uvicorn workers (at least 1)."
+        ),
     )
 
     serving_host: str = Field("127.0.0.1", description="Address `bi-platform serve` binds.")
@@ -171,6 +176,32 @@ class Settings(BaseSettings):
     etl_sample_seed: int = Field(42, description="Seed of the stratified sample (reproducible).")
     etl_backup_keep: int = Field(
         5, ge=0, description="Previous reports kept under $BI_PLATFORM_HOME/etl/backup/."
+    )
+
+    # -- cadastral: PySpark transforms, Delta tables, the PostgreSQL sync ---------------
+    spark_master: str | None = Field(
+        None, description="Spark master URL (spark://host:7077, yarn, ...). Default: local[*]."
+    )
+    spark_remote: str | None = Field(
+        None, description="sc://host:15002 of a Spark Connect server (wins over SPARK_MASTER)."
+    )
+    spark_total_cores: int | None = Field(
+        None,
+        ge=1,
+        description="Cores of the Spark cluster (sizes shuffle partitions). Default: local cores.",
+    )
+    spark_driver_memory: str = Field(
+        "4g", description="spark.driver.memory of the local-mode session (ignored remotely)."
+    )
+    cadastral_jdbc_jar: Path = Field(
+        Path("/usr/share/java/postgresql.jar"),
+        description="PostgreSQL JDBC driver jar (Debian libpostgresql-jdbc-java).",
+    )
+    cadastral_max_asset_types: int = Field(
+        5, ge=1, description="Cap of the per-person asset-type set of coletapedt205."
+    )
+    cadastral_sync_retries: int = Field(
+        5, ge=1, description="Retries per partition of the PostgreSQL sync (exponential backoff)."
     )
 
     bi_platform_log_level: str = Field(
@@ -234,6 +265,16 @@ class Settings(BaseSettings):
     def etl_dir(self) -> Path:
         """The ETL inbox, its audit log, report and backups (``etl/inbox``, ...)."""
         return self.home_dir / "etl"
+
+    @property
+    def cadastral_raw_dir(self) -> Path:
+        """Source exports of the person registry: ``<table>/dat_ref_carga=YYYY-MM-DD/``."""
+        return self.raw_dir / "cadastral"
+
+    @property
+    def delta_dir(self) -> Path:
+        """Delta tables of the cadastral pipeline (``delta/cadastral/<table>``)."""
+        return self.home_dir / "delta"
 
     @property
     def reports_dir(self) -> Path:

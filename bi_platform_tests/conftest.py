@@ -78,3 +78,26 @@ def bi_home() -> Iterator[Path]:
     if cluster.initialized:
         cluster.down()
     shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One real local-mode Spark session for the whole test session (started on first use).
+
+    Built by :func:`bi_platform.cadastral.spark_session.start_spark`, so the tests run the
+    configuration the assets run; two local cores, as on the CI machines.
+    """
+    from bi_platform.cadastral.spark_session import start_spark
+    from bi_platform.settings import get_settings
+
+    local_dir = Path(tempfile.mkdtemp(prefix="bi_platform_test_spark_"))
+    session = start_spark(
+        get_settings(),
+        master="local[2]",
+        extra={"spark.driver.memory": "2g", "spark.local.dir": str(local_dir)},
+    )
+    try:
+        yield session
+    finally:
+        session.stop()
+        shutil.rmtree(local_dir, ignore_errors=True)

@@ -6,7 +6,9 @@
 #   - Chromium (headless) for the ETL report's browser test (skip: BI_PLATFORM_NO_CHROMIUM=1);
 #   - redis-server for the serving tests (a real Redis behind the cache and rate limits;
 #     skip: BI_PLATFORM_NO_REDIS=1);
-#   - wrk, the load generator of `bi-platform bench serving` (skip: BI_PLATFORM_NO_WRK=1).
+#   - wrk, the load generator of `bi-platform bench serving` (skip: BI_PLATFORM_NO_WRK=1);
+#   - a Java runtime (>= 17) for Spark and the PostgreSQL JDBC driver
+#     (/usr/share/java/postgresql.jar) for the cadastral domain's partitioned reads.
 # Installs what is missing with apt when running as root on Debian/Ubuntu; otherwise
 # prints the exact command and fails.
 set -euo pipefail
@@ -32,6 +34,19 @@ have_wrk() {
   command -v wrk >/dev/null 2>&1
 }
 
+java_major() {
+  command -v java >/dev/null 2>&1 || { echo 0; return; }
+  java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1
+}
+
+have_java() {
+  [ "$(java_major)" -ge 17 ] 2>/dev/null
+}
+
+have_jdbc() {
+  [ -f "${CADASTRAL_JDBC_JAR:-/usr/share/java/postgresql.jar}" ]
+}
+
 missing=()
 if [ -z "${DATABASE_URL:-}" ] && ! have_pg_binaries; then
   missing+=(postgresql)
@@ -44,6 +59,12 @@ if [ -z "${BI_PLATFORM_NO_REDIS:-}" ] && ! have_redis; then
 fi
 if [ -z "${BI_PLATFORM_NO_WRK:-}" ] && ! have_wrk; then
   missing+=(wrk)
+fi
+if ! have_java; then
+  missing+=(openjdk-17-jre-headless)
+fi
+if ! have_jdbc; then
+  missing+=(libpostgresql-jdbc-java)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -71,6 +92,14 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "error: apt-get installed wrk but the command is still missing" >&2
     exit 1
   fi
+  if ! have_java; then
+    echo "error: Spark needs Java >= 17; java is $(java_major) after apt-get" >&2
+    exit 1
+  fi
+  if ! have_jdbc; then
+    echo "error: apt-get installed libpostgresql-jdbc-java but the jar is still missing" >&2
+    exit 1
+  fi
   exit 0
 fi
 
@@ -84,6 +113,8 @@ error: missing system packages: ${missing[*]}
   redis-server: a real Redis for the serving tests (BI_PLATFORM_NO_REDIS=1 skips it;
               those tests then fail and say why).
   wrk:        the load generator of `bi-platform bench serving` (BI_PLATFORM_NO_WRK=1).
+  openjdk-17-jre-headless: Java >= 17 for Spark (the cadastral domain).
+  libpostgresql-jdbc-java: PostgreSQL JDBC driver for Spark (CADASTRAL_JDBC_JAR).
 Install them, then run make again:
     sudo apt-get update && sudo apt-get install -y ${missing[*]}      # Debian/Ubuntu
 MSG

@@ -5,11 +5,12 @@ bi-platform down              stop the local PostgreSQL
 bi-platform status [--json]   what runs, with secrets masked
 bi-platform env               `export` lines for a shell: eval "$(bi-platform env)"
 bi-platform assets            the asset keys of the code location, one per line
-bi-platform seed              sample sources of every domain (retail, news, etl)
+bi-platform seed              sample sources of every domain (retail, news, etl, cadastral)
+bi-platform delta ...         history | restore of the cadastral Delta tables (rollback)
 bi-platform etl register      ETL inbox files -> etl_files partitions (as the sensor does)
 bi-platform serve             the BI query API (uvicorn) over the DuckDB warehouse
 bi-platform api-key ...       create | list | revoke the API's keys (stored hashed)
-bi-platform bench ...         benchmarks (engines, news, etl, serving): a table, then JSON
+bi-platform bench ...         benchmarks (engines, news, etl, serving, cadastral): table + JSON
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import shlex
 import sys
+from datetime import date, timedelta
 from typing import NoReturn
 
 import click
@@ -25,6 +27,10 @@ import click
 from bi_platform.runtime import services
 from bi_platform.runtime.postgres import PostgresRuntimeError
 from bi_platform.settings import Settings, SettingsError, get_settings
+
+#: The first load date `bi-platform seed` writes for the cadastral sources (the next day
+#: holds a change set of it).
+CADASTRAL_BASE_DATE = date(2026, 11, 20)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -117,6 +123,11 @@ def env(settings: Settings) -> None:
 @click.pass_obj
 def seed(settings: Settings, profile: str, rng_seed: int, force: bool) -> None:
     """Write the raw sources of every domain under $BI_PLATFORM_HOME/raw (idempotent)."""
+    from bi_platform.sample_data.cadastral import (
+        CADASTRAL_PROFILES,
+        generate_cadastral_sources,
+        generate_change_set,
+    )
     from bi_platform.sample_data.etl import write_etl_sources
     from bi_platform.sample_data.news import write_news_sources
     from bi_platform.sample_data.retail import write_retail_exports
@@ -142,6 +153,27 @@ def seed(settings: Settings, profile: str, rng_seed: int, force: bool) -> None:
     click.echo(
         f"etl: {len(etl_paths)} inbox files in {settings.etl_dir / 'inbox'} "
         f"(profile {etl_profile}, malformed corpus included)"
+    )
+    cadastral_persons = CADASTRAL_PROFILES["small" if profile == "small" else "default"]
+    raw_cadastral = settings.cadastral_raw_dir
+    base = generate_cadastral_sources(
+        raw_cadastral,
+        persons=cadastral_persons,
+        load_date=CADASTRAL_BASE_DATE,
+        seed=rng_seed,
+        force=force,
+    )
+    change = generate_change_set(
+        raw_cadastral,
+        from_date=CADASTRAL_BASE_DATE,
+        to_date=CADASTRAL_BASE_DATE + timedelta(days=1),
+        seed=rng_seed + 1,
+        force=force,
+    )
+    click.echo(
+        f"cadastral: {cadastral_persons:,} persons at dat_ref_carga={base.load_date}, then a "
+        f"change set (+{change.inserted:,} ~{change.updated:,} -{change.deleted:,}) at "
+        f"{change.to_date} in {raw_cadastral}"
     )
 
 
@@ -474,6 +506,104 @@ def bench_serving(duration: int, users: int, workers: int) -> None:
         )
     Console(width=160).print(table)
     click.echo(json.dumps(summary))
+
+
+@bench.command("cadastral")
+@click.option(
+    "--persons", type=int, default=1_000_000, show_default=True, help="Persons generated."
+)
+@click.option(
+    "--database-url",
+    default=None,
+    help="Admin URL of the server where the scratch database is made (default: the platform's).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Scratch directory for the raw snapshots and Delta tables (default: system temp).",
+)
+def bench_cadastral(persons: int, database_url: str | None, workdir: str | None) -> None:
+    """Spark pipeline throughput; hash-compare sync vs the collect() CompareData baseline."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from bi_platform.bench import cadastral
+
+    console = Console(stderr=True)
+    console.print(f"bench cadastral: {persons:,} persons (scratch dir and database)")
+    try:
+        stages, summary = cadastral.run(
+            persons,
+            database_url=database_url,
+            workdir=Path(workdir) if workdir else None,
+            progress=lambda message: console.print(f"  {message}"),
+        )
+    except cadastral.BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(title=f"cadastral benchmark ({persons:,} persons, {summary['cores']} cores)")
+    for column in ("stage", "rows", "seconds", "rows/s"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for name, stage in stages.items():
+        table.add_row(
+            name,
+            f"{stage['rows']:,}",
+            f"{stage['seconds']:.2f}",
+            f"{stage['rows_per_s']:,.0f}" if stage["rows"] else "",
+        )
+    Console(width=160).print(table)
+    click.echo(json.dumps(summary))
+
+
+@main.group()
+def delta() -> None:
+    """The cadastral Delta tables ($BI_PLATFORM_HOME/delta/cadastral/<table>)."""
+
+
+def _delta_uri(settings: Settings, table: str) -> str:
+    from bi_platform.cadastral.pipeline import TABLES
+
+    if table not in TABLES:
+        raise click.BadParameter(f"unknown table {table!r}; one of: {', '.join(TABLES)}")
+    return str(settings.delta_dir / "cadastral" / table)
+
+
+@delta.command("history")
+@click.argument("table")
+@click.pass_obj
+def delta_history(settings: Settings, table: str) -> None:
+    """The versions of TABLE, newest first, one JSON object per line."""
+    from bi_platform.cadastral.delta import DeltaTableMissing, history
+
+    try:
+        for entry in history(_delta_uri(settings, table)):
+            click.echo(json.dumps(entry, default=str))
+    except DeltaTableMissing as exc:
+        _fail(exc)
+
+
+@delta.command("restore")
+@click.argument("table")
+@click.option("--version", "version", type=int, required=True, help="Version to roll back to.")
+@click.pass_obj
+def delta_restore(settings: Settings, table: str, version: int) -> None:
+    """Roll TABLE back to VERSION (a new version with that content; nothing is deleted).
+
+    Downstream assets read the new version on their next run; rerun cadastral_pg_sync to
+    bring PostgreSQL along.
+    """
+    from bi_platform.cadastral.delta import DeltaTableMissing, restore
+
+    try:
+        commit = restore(_delta_uri(settings, table), version)
+    except (DeltaTableMissing, ValueError) as exc:
+        _fail(exc)
+    click.echo(
+        f"{table}: restored version {version} as version {commit.version} "
+        f"({commit.rows:,} rows in {commit.files} files)"
+    )
 
 
 @main.command()

@@ -1,0 +1,843 @@
+"""Keeping a PostgreSQL table equal to a Spark DataFrame (the plan's phase-2 CompareData).
+
+The old CompareData collected millions of rows to the driver and compared them there
+(:mod:`.compare_baseline`). Here nothing but aggregates reaches the driver:
+
+* **incremental** — when ``cadastral.sync_state`` says the last *completed* sync applied
+  Delta version N of the same table and N is still readable, the changes are the diff of
+  ``(key, row_hash)`` between version N and the source, computed in Spark; PostgreSQL is
+  not read at all;
+* **full** — otherwise (first sync, interrupted sync, ``full_compare=True``, no Delta
+  version): PostgreSQL's ``(key, row_hash)`` are read in parallel through Spark JDBC
+  (key-range ``predicates``) and full-outer-joined with the source.
+
+Either way the changes (op I/U/D plus the row) are applied with ``foreachPartition``: one
+psycopg connection per partition, and per attempt (tenacity, exponential backoff) one
+transaction that COPYs the partition into a temp table, upserts (only rows whose hash
+differs) and deletes. Replaying a partition is harmless, so a retry or a rerun after a
+crash converges. Counts come from an aggregation of the persisted diff.
+
+:func:`verify_in_sync` compares bucketed checksums (reladiff-style) of the source with
+checksums PostgreSQL computes from its own columns via :func:`.row_hash.row_hash_sql`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from bi_platform.cadastral.row_hash import ROW_HASH, quote_ident, row_hash_sql
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "cadastral"
+STATE_TABLE = "sync_state"
+#: Rows per JDBC round trip when reading PostgreSQL's (key, row_hash).
+JDBC_FETCHSIZE = "50000"
+#: Changed rows per apply partition (at least ``spark.default.parallelism`` partitions).
+ROWS_PER_PARTITION = 100_000
+#: Broadcast the changed keys when joining them back to the source below this many rows.
+BROADCAST_CHANGES = 2_000_000
+#: Leading key characters forming one checksum bucket in :func:`verify_in_sync`.
+BUCKET_CHARS = 3
+
+
+class TransientSyncError(Exception):
+    """An injected transient failure (see :class:`SyncFaults`); retried like a lost link."""
+
+
+class SyncError(RuntimeError):
+    """The sync could not run (schema mismatch, concurrent sync, unreachable server...)."""
+
+
+@dataclass(frozen=True)
+class SyncFaults:
+    """Fault injection for tests.
+
+    ``fail_partition``/``fail_times``: that apply partition raises a transient error on its
+    first ``fail_times`` attempts (after its COPY, before commit, so the transaction rolls
+    back). ``stall_after_partitions``/``stall_seconds``: partitions with index >=
+    ``stall_after_partitions`` sleep that long before applying, so a test can kill the
+    process with some partitions committed and others not.
+    """
+
+    fail_partition: int | None = None
+    fail_times: int = 0
+    stall_after_partitions: int | None = None
+    stall_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    inserted: int
+    updated: int
+    deleted: int
+    unchanged: int
+    seconds: float
+    mode: str  # "incremental" (Delta version diff) | "full" (JDBC compare) | "collect"
+    source_version: int | None
+    partitions: int
+    retries: int
+
+
+@dataclass(frozen=True)
+class SyncVerification:
+    pg_count: int
+    source_count: int
+    mismatched_buckets: int
+    hash_differences: int  # missing + extra + changed
+    seconds: float
+    missing: int = 0  # in the source, not in PostgreSQL
+    extra: int = 0  # in PostgreSQL, not in the source
+    changed: int = 0  # in both, content differs (or stored row_hash is stale)
+
+    @property
+    def in_sync(self) -> bool:
+        return (
+            self.pg_count == self.source_count
+            and self.hash_differences == 0
+            and (self.mismatched_buckets == 0)
+        )
+
+
+# -- DDL -------------------------------------------------------------------------------
+
+
+def pg_type(data_type) -> str:
+    """PostgreSQL type of a Spark type (contract §6)."""
+    from pyspark.sql import types as st
+
+    simple = {
+        st.StringType: "text",
+        st.DateType: "date",
+        st.IntegerType: "integer",
+        st.LongType: "bigint",
+        st.ShortType: "smallint",
+        st.BooleanType: "boolean",
+    }
+    for spark_type, name in simple.items():
+        if isinstance(data_type, spark_type):
+            return name
+    if isinstance(data_type, st.DecimalType):
+        return f"numeric({data_type.precision},{data_type.scale})"
+    if isinstance(data_type, st.ArrayType) and isinstance(data_type.elementType, st.StringType):
+        return "text[]"
+    raise SyncError(f"no PostgreSQL type for Spark type {data_type.simpleString()}")
+
+
+def table_columns(source: DataFrame, key: str) -> list[tuple[str, str]]:
+    """``(name, pg type)`` of the target's columns: the source's, ``row_hash`` last."""
+    if key not in source.columns:
+        raise SyncError(f"key column {key!r} not in the source")
+    if ROW_HASH not in source.columns:
+        raise SyncError("the source has no row_hash column (use row_hash.with_row_hash)")
+    columns = [(f.name, pg_type(f.dataType)) for f in source.schema.fields if f.name != ROW_HASH]
+    return [*columns, (ROW_HASH, "text")]
+
+
+def create_table_sql(table: str, columns: list[tuple[str, str]], key: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS cadastral.<table>`` with PK ``key``."""
+    defs = [
+        f"{quote_ident(name)} {typ}" + (" NOT NULL" if name in (key, ROW_HASH) else "")
+        for name, typ in columns
+    ]
+    defs.append(f"PRIMARY KEY ({quote_ident(key)})")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(SCHEMA)}.{quote_ident(table)} ({', '.join(defs)})"
+    )
+
+
+STATE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA}.{STATE_TABLE} (
+    table_name text PRIMARY KEY,
+    status text NOT NULL,             -- in_progress | done | external
+    delta_uri text,
+    delta_version bigint,             -- version of the last completed sync
+    target_version bigint,            -- version being applied (status in_progress)
+    mode text,
+    inserted bigint, updated bigint, deleted bigint, unchanged bigint,
+    started_at timestamptz, finished_at timestamptz
+)"""
+
+
+def ensure_table(
+    conn: psycopg.Connection, table: str, columns: list[tuple[str, str]], key: str
+) -> None:
+    """Create schema, target table and ``sync_state`` if missing; refuse a different shape."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}")
+    conn.execute(create_table_sql(table, columns, key))
+    conn.execute(STATE_DDL)
+    found = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+        " ORDER BY a.attnum",
+        (f"{quote_ident(SCHEMA)}.{quote_ident(table)}",),
+    ).fetchall()
+    expected = [(n, t.replace(" ", "")) for n, t in columns]
+    actual = [(n, t.replace(" ", "")) for n, t in found]
+    if actual != expected:
+        raise SyncError(f"{SCHEMA}.{table} has columns {actual}, the source needs {expected}")
+
+
+# -- sync_state ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncState:
+    status: str
+    delta_uri: str | None
+    delta_version: int | None
+    target_version: int | None
+
+
+def read_state(conn: psycopg.Connection, table: str) -> SyncState | None:
+    row = conn.execute(
+        f"SELECT status, delta_uri, delta_version, target_version FROM {SCHEMA}.{STATE_TABLE}"
+        " WHERE table_name = %s",
+        (table,),
+    ).fetchone()
+    return SyncState(*row) if row else None
+
+
+def mark_in_progress(
+    conn: psycopg.Connection,
+    table: str,
+    delta_uri: str | None,
+    target_version: int | None,
+    mode: str,
+) -> None:
+    conn.execute(
+        f"INSERT INTO {SCHEMA}.{STATE_TABLE} AS s (table_name, status, delta_uri,"
+        " target_version, mode, started_at) VALUES (%s, 'in_progress', %s, %s, %s, now())"
+        " ON CONFLICT (table_name) DO UPDATE SET status = 'in_progress',"
+        " delta_uri = excluded.delta_uri, target_version = excluded.target_version,"
+        " mode = excluded.mode, started_at = now(), finished_at = NULL",
+        (table, delta_uri, target_version, mode),
+    )
+
+
+def mark_done(
+    conn: psycopg.Connection,
+    table: str,
+    delta_uri: str | None,
+    version: int | None,
+    mode: str,
+    counts: dict[str, int],
+    status: str = "done",
+) -> None:
+    conn.execute(
+        f"INSERT INTO {SCHEMA}.{STATE_TABLE} AS s (table_name, status, delta_uri,"
+        " delta_version, target_version, mode, inserted, updated, deleted, unchanged,"
+        " started_at, finished_at) VALUES (%s, %s, %s, %s, NULL, %s, %s, %s, %s, %s, now(),"
+        " now()) ON CONFLICT (table_name) DO UPDATE SET status = excluded.status,"
+        " delta_uri = excluded.delta_uri, delta_version = excluded.delta_version,"
+        " target_version = NULL, mode = excluded.mode, inserted = excluded.inserted,"
+        " updated = excluded.updated, deleted = excluded.deleted,"
+        " unchanged = excluded.unchanged, finished_at = now()",
+        (
+            table,
+            status,
+            delta_uri,
+            version,
+            mode,
+            counts["I"],
+            counts["U"],
+            counts["D"],
+            counts["N"],
+        ),
+    )
+
+
+# -- connections -----------------------------------------------------------------------
+
+
+def jdbc_connection(pg_url: str) -> tuple[str, dict[str, str]]:
+    """JDBC URL (no credentials in it) and connection properties for a psycopg URL."""
+    params = conninfo_to_dict(pg_url)
+    host = params.pop("host", None) or "localhost"
+    if host.startswith("/"):
+        raise SyncError("Spark JDBC needs a TCP host, not a Unix socket directory")
+    port = params.pop("port", None) or "5432"
+    dbname = params.pop("dbname", None) or params.get("user") or ""
+    props = {"driver": "org.postgresql.Driver"}
+    for name in (
+        "user",
+        "password",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "application_name",
+        "connect_timeout",
+    ):
+        value = params.pop(name, None)
+        if value is not None:
+            props["connectTimeout" if name == "connect_timeout" else name] = str(value)
+    if "user" not in props:
+        props["user"] = os.environ.get("PGUSER") or os.environ.get("USER", "postgres")
+    return f"jdbc:postgresql://{host}:{port}/{dbname}", props
+
+
+@contextmanager
+def _py4j_quiet() -> Iterator[None]:
+    """Silence py4j's DEBUG log (it echoes every value sent to the JVM, passwords too)."""
+    py4j_log = logging.getLogger("py4j")
+    previous = py4j_log.level
+    if py4j_log.getEffectiveLevel() < logging.INFO:
+        py4j_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        py4j_log.setLevel(previous)
+
+
+def jdbc_read(spark: SparkSession, pg_url: str, table: str, **kwargs: Any) -> DataFrame:
+    """``spark.read.jdbc`` with credentials in properties, never in the URL nor the log."""
+    url, props = jdbc_connection(pg_url)
+    props["fetchsize"] = JDBC_FETCHSIZE
+    with _py4j_quiet():
+        return spark.read.jdbc(url, table, properties=props, **kwargs)
+
+
+def safe_url(pg_url: str) -> str:
+    """``pg_url`` without its password, for messages."""
+    from bi_platform.runtime.services import mask_password
+
+    try:
+        return mask_password(pg_url)
+    except ValueError:
+        return "<postgres url>"
+
+
+def _connect(pg_url: str, **kwargs: Any) -> psycopg.Connection:
+    """psycopg connection whose errors never carry the password."""
+    try:
+        conn = psycopg.connect(pg_url, connect_timeout=30, **kwargs)
+    except psycopg.Error as exc:
+        message = str(exc)
+        password = urlsplit(pg_url).password
+        if password:
+            message = message.replace(unquote(password), "***").replace(password, "***")
+        raise type(exc)(message) from None
+    conn.execute("SET DateStyle = 'ISO, YMD'")
+    if not conn.autocommit:
+        conn.commit()  # so that conn.transaction() starts a real transaction
+    return conn
+
+
+# -- applying changes -------------------------------------------------------------------
+
+
+def _apply_sql(table: str, columns: list[tuple[str, str]], key: str) -> list[str]:
+    """Statements run after the COPY into the temp table ``_sync_changes``."""
+    target = f"{quote_ident(SCHEMA)}.{quote_ident(table)}"
+    names = [quote_ident(n) for n, _ in columns]
+    k = quote_ident(key)
+    updates = ", ".join(
+        f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != key
+    )
+    return [
+        f"INSERT INTO {target} AS t ({', '.join(names)}) SELECT {', '.join(names)}"
+        f" FROM _sync_changes WHERE op <> 'D' ON CONFLICT ({k}) DO UPDATE SET {updates}"
+        f" WHERE t.{quote_ident(ROW_HASH)} IS DISTINCT FROM excluded.{quote_ident(ROW_HASH)}",
+        f"DELETE FROM {target} AS t USING _sync_changes c WHERE c.op = 'D' AND t.{k} = c.{k}",
+    ]
+
+
+def apply_rows(
+    conn: psycopg.Connection,
+    table: str,
+    columns: list[tuple[str, str]],
+    key: str,
+    rows: Iterable[tuple],
+    before_commit=None,
+    *,
+    inserts_only: bool = False,
+) -> None:
+    """One transaction: COPY ``rows`` (op, *columns) into a temp table, upsert, delete.
+
+    Idempotent: an upsert only touches rows whose ``row_hash`` differs; deleting a
+    missing key does nothing. ``inserts_only`` (the target was empty when the diff was
+    taken, and the advisory lock keeps other syncs out): COPY straight into the target.
+    """
+    defs = ", ".join(f"{quote_ident(n)} {t}" for n, t in columns)
+    names = ", ".join(quote_ident(n) for n, _ in columns)
+    with conn.transaction():
+        if inserts_only:
+            target = f"{quote_ident(SCHEMA)}.{quote_ident(table)}"
+            with conn.cursor().copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row[1:])
+            if before_commit is not None:
+                before_commit()
+            return
+        conn.execute(f"CREATE TEMP TABLE _sync_changes (op char(1), {defs}) ON COMMIT DROP")
+        with conn.cursor().copy(f"COPY _sync_changes (op, {names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        for statement in _apply_sql(table, columns, key):
+            conn.execute(statement)
+        if before_commit is not None:
+            before_commit()
+
+
+def _partition_applier(
+    pg_url: str,
+    table: str,
+    columns: list[tuple[str, str]],
+    key: str,
+    retries: int,
+    faults: SyncFaults,
+    retry_counter,
+    done_counter,
+    inserts_only: bool = False,
+):
+    """The function run by ``foreachPartition`` (pickled to the Python workers)."""
+
+    def apply_partition(rows: Iterator) -> None:
+        import time as _time
+
+        import psycopg as _psycopg
+        from pyspark import TaskContext
+        from tenacity import (
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_exponential,
+        )
+
+        batch = [tuple(r) for r in rows]  # replayable on retry
+        if not batch:
+            return
+        partition = TaskContext.get().partitionId()
+        if faults.stall_after_partitions is not None and (
+            partition >= faults.stall_after_partitions
+        ):
+            _time.sleep(faults.stall_seconds)
+        conn = None
+        attempts = 0
+
+        def fail_injected() -> None:
+            if partition == faults.fail_partition and attempts <= faults.fail_times:
+                raise TransientSyncError(f"injected failure, partition {partition}")
+
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(max(0, retries) + 1),
+                wait=wait_exponential(multiplier=0.1, min=0.1, max=10),
+                retry=retry_if_exception_type(
+                    (_psycopg.OperationalError, _psycopg.InterfaceError, TransientSyncError)
+                ),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    if conn is None or conn.closed or conn.broken:
+                        conn = _connect(pg_url)
+                    apply_rows(
+                        conn,
+                        table,
+                        columns,
+                        key,
+                        batch,
+                        before_commit=fail_injected,
+                        inserts_only=inserts_only,
+                    )
+        finally:
+            if attempts > 1:
+                retry_counter.add(attempts - 1)
+            if conn is not None:
+                conn.close()
+        done_counter.add(1)
+
+    return apply_partition
+
+
+# -- diffs -----------------------------------------------------------------------------
+
+
+def _diff(old: DataFrame, new: DataFrame, key: str) -> DataFrame:
+    """Full outer join of two ``(key, row_hash)`` sets -> ``(key, op)``; op N = unchanged.
+
+    Unchanged rows keep a null key so the persisted diff costs almost nothing for them.
+    """
+    from pyspark.sql import functions as sf
+
+    o = old.select(sf.col(key).alias("_k_old"), sf.col(ROW_HASH).alias("_h_old"))
+    n = new.select(sf.col(key).alias("_k_new"), sf.col(ROW_HASH).alias("_h_new"))
+    # Shuffled hash join: no sort of the million keys on either side.
+    joined = o.hint("shuffle_hash").join(n, o["_k_old"] == n["_k_new"], "full_outer")
+    op = (
+        sf.when(sf.col("_k_old").isNull(), sf.lit("I"))
+        .when(sf.col("_k_new").isNull(), sf.lit("D"))
+        .when(sf.col("_h_old") != sf.col("_h_new"), sf.lit("U"))
+        .otherwise(sf.lit("N"))
+    )
+    return joined.select(
+        sf.when(op == "N", sf.lit(None)).otherwise(sf.coalesce("_k_new", "_k_old")).alias(key),
+        op.alias("op"),
+    )
+
+
+def _changes(
+    source: DataFrame,
+    diff: DataFrame,
+    key: str,
+    counts: dict[str, int],
+    columns: list[tuple[str, str]],
+) -> DataFrame:
+    """Rows to apply: ``(op, *columns)``; I/U rows joined back from the source."""
+    from pyspark.sql import functions as sf
+
+    names = [n for n, _ in columns]
+    upserts = counts["I"] + counts["U"]
+    if counts["U"] == 0 and counts["D"] == 0 and counts["N"] == 0:
+        # Empty target (first sync): every source row is an insert, no join needed.
+        return source.select(sf.lit("I").alias("op"), *[sf.col(n) for n in names])
+    parts = []
+    if upserts:
+        keys = diff.filter(sf.col("op").isin("I", "U")).select(key, "op")
+        if upserts <= BROADCAST_CHANGES:
+            keys = sf.broadcast(keys)
+        parts.append(source.join(keys, key).select("op", *names))
+    if counts["D"]:
+        parts.append(
+            diff.filter(sf.col("op") == "D").select(
+                "op",
+                *[
+                    sf.col(key)
+                    if n == key
+                    else sf.lit(None).cast(source.schema[n].dataType).alias(n)
+                    for n in names
+                ],
+            )
+        )
+    result = parts[0]
+    for part in parts[1:]:
+        result = result.unionByName(part)
+    return result
+
+
+def _count_ops(diff: DataFrame) -> dict[str, int]:
+    """Counts per op from one aggregation (4 rows reach the driver)."""
+    counts = {"I": 0, "U": 0, "D": 0, "N": 0}
+    for row in diff.groupBy("op").count().collect():
+        counts[row["op"]] = int(row["count"])
+    return counts
+
+
+def read_pg_hashes(
+    spark: SparkSession, pg_url: str, table: str, key: str, partitions: int
+) -> DataFrame:
+    """``(key, row_hash)`` of the target, read by ``partitions`` parallel JDBC queries."""
+    k = f'{quote_ident(key)} COLLATE "C"'
+    bounds = sorted({format(i * 256 // partitions, "02x") for i in range(1, partitions)})
+    predicates = []
+    low = None
+    for bound in [*bounds, None]:
+        clauses = []
+        if low is not None:
+            clauses.append(f"{k} >= '{low}'")
+        if bound is not None:
+            clauses.append(f"{k} < '{bound}'")
+        predicates.append(" AND ".join(clauses) or "TRUE")
+        low = bound
+    target = f"{quote_ident(SCHEMA)}.{quote_ident(table)}"
+    return jdbc_read(spark, pg_url, target, predicates=predicates).select(key, ROW_HASH)
+
+
+def _delta_files(uri: str, version: int) -> tuple[list[str], list[str]] | None:
+    """Data files and column names of Delta ``version`` of ``uri``; None when unreadable."""
+    try:
+        from deltalake import DeltaTable
+
+        snapshot = DeltaTable(uri, version=version)
+        files = snapshot.file_uris()
+        names = [field.name for field in snapshot.schema().fields]
+    except Exception as exc:  # any failure means "not readable"
+        log.info("Delta version %s of %s not readable (%s)", version, uri, type(exc).__name__)
+        return None
+    for path in files:
+        local = path.removeprefix("file://")
+        if "://" not in local and not Path(local).exists():
+            log.info("Delta version %s of %s lost file %s (vacuumed)", version, uri, path)
+            return None
+    return files, names
+
+
+def _read_version_hashes(
+    spark: SparkSession, files: list[str], names: list[str], key: str, like: DataFrame
+) -> DataFrame:
+    """``(key, row_hash)`` of a Delta snapshot; only those two columns are read."""
+    from bi_platform.cadastral.row_hash import with_row_hash
+
+    wanted = like.select(key, ROW_HASH).schema
+    if not files:
+        return spark.createDataFrame([], wanted)
+    if ROW_HASH in names:
+        # Explicit schema: no schema-inference job, and Parquet reads just two columns.
+        return spark.read.schema(wanted).parquet(*files)
+    return with_row_hash(spark.read.parquet(*files), key).select(key, ROW_HASH)
+
+
+# -- the sync --------------------------------------------------------------------------
+
+
+def sync_to_postgres(
+    spark: SparkSession,
+    source: DataFrame,
+    pg_url: str,
+    *,
+    table: str,
+    key: str = "chave_pessoa",
+    delta_uri: str | None = None,
+    delta_version: int | None = None,
+    full_compare: bool = False,
+    retries: int = 5,
+    faults: SyncFaults | None = None,
+) -> SyncResult:
+    """Make ``cadastral.<table>`` equal to ``source`` (which carries ``row_hash``).
+
+    ``delta_uri``/``delta_version`` name the Delta snapshot ``source`` is; with them a
+    later sync can diff Delta versions instead of reading PostgreSQL. ``retries``: extra
+    attempts per apply partition on transient errors.
+    """
+    from pyspark import StorageLevel
+
+    started = time.monotonic()
+    faults = faults or SyncFaults()
+    columns = table_columns(source, key)
+    uri = str(delta_uri) if delta_uri is not None else None
+    version = delta_version if uri is not None else None
+    sc = spark.sparkContext
+    parallelism = max(2, sc.defaultParallelism)
+
+    with _connect(pg_url, autocommit=True) as conn:
+        ensure_table(conn, table, columns, key)
+        lock = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s))", (f"{SCHEMA}.{table}",)
+        ).fetchone()[0]
+        if not lock:
+            raise SyncError(f"another sync of {SCHEMA}.{table} is running")
+        state = read_state(conn, table)
+
+        mode, old = "full", None
+        if (
+            not full_compare
+            and version is not None
+            and state is not None
+            and (
+                state.status == "done"
+                and state.delta_uri == uri
+                and state.delta_version is not None
+            )
+        ):
+            found = _delta_files(uri, state.delta_version)
+            if found is not None:
+                mode = "incremental"
+                old = _read_version_hashes(spark, *found, key, source)
+        if mode == "full":
+            reason = (
+                "forced"
+                if full_compare
+                else "no Delta version"
+                if version is None
+                else "no sync state"
+                if state is None
+                else f"state {state.status}"
+                if state.status != "done"
+                else "different Delta table"
+                if state.delta_uri != uri
+                else "last synced version not readable"
+            )
+            log.info(
+                "sync %s.%s: full compare (%s) against %s", SCHEMA, table, reason, safe_url(pg_url)
+            )
+            old = read_pg_hashes(spark, pg_url, table, key, parallelism)
+        else:
+            log.info(
+                "sync %s.%s: incremental, Delta version %s -> %s of %s",
+                SCHEMA,
+                table,
+                state.delta_version,
+                version,
+                uri,
+            )
+
+        diff = _diff(old, source, key).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            if mode == "incremental" and state.delta_version == version:
+                # Same snapshot as the last completed sync: nothing can have changed.
+                counts = {"I": 0, "U": 0, "D": 0, "N": source.count()}
+            else:
+                counts = _count_ops(diff)
+            n_changes = counts["I"] + counts["U"] + counts["D"]
+            # PostgreSQL itself was read empty: COPY straight into the target.
+            empty_target = mode == "full" and counts["U"] + counts["D"] + counts["N"] == 0
+            retry_counter = sc.accumulator(0)
+            done_counter = sc.accumulator(0)
+            partitions = 0
+            compared = time.monotonic()
+            log.info("sync %s.%s: diff %s in %.1f s", SCHEMA, table, counts, compared - started)
+            mark_in_progress(conn, table, uri, version, mode)
+            if n_changes:
+                partitions = max(parallelism, math.ceil(n_changes / ROWS_PER_PARTITION))
+                changes = _changes(source, diff, key, counts, columns)
+                if empty_target and changes.rdd.getNumPartitions() >= parallelism:
+                    # First sync: the source's own partitions, no shuffle of every row.
+                    partitions = changes.rdd.getNumPartitions()
+                else:
+                    changes = changes.repartition(partitions, key)
+                changes.foreachPartition(
+                    _partition_applier(
+                        pg_url,
+                        table,
+                        columns,
+                        key,
+                        retries,
+                        faults,
+                        retry_counter,
+                        done_counter,
+                        inserts_only=empty_target,
+                    )
+                )
+            mark_done(conn, table, uri, version, mode, counts)
+            log.info(
+                "sync %s.%s: applied %s changes (%s of %s partitions non-empty) in %.1f s",
+                SCHEMA,
+                table,
+                n_changes,
+                done_counter.value,
+                partitions,
+                time.monotonic() - compared,
+            )
+        finally:
+            diff.unpersist()
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"{SCHEMA}.{table}",))
+
+    result = SyncResult(
+        inserted=counts["I"],
+        updated=counts["U"],
+        deleted=counts["D"],
+        unchanged=counts["N"],
+        seconds=round(time.monotonic() - started, 3),
+        mode=mode,
+        source_version=version,
+        partitions=partitions,
+        retries=int(retry_counter.value),
+    )
+    log.info("sync %s.%s done: %s", SCHEMA, table, result)
+    return result
+
+
+# -- verification ----------------------------------------------------------------------
+
+
+def verify_in_sync(
+    spark: SparkSession,
+    source: DataFrame,
+    pg_url: str,
+    *,
+    table: str,
+    key: str = "chave_pessoa",
+) -> SyncVerification:
+    """Compare PostgreSQL with ``source`` by bucketed checksums, then exact diffs.
+
+    Buckets are the first ``BUCKET_CHARS`` characters of the key; per bucket both sides
+    give the row count and the sum of the first 60 bits of the row hash. PostgreSQL's hash
+    is recomputed from its columns (:func:`row_hash_sql`), and rows whose stored
+    ``row_hash`` is stale make their bucket mismatch too. Only mismatched buckets are
+    compared row by row (in Spark, reading them through JDBC).
+    """
+    from pyspark.sql import functions as sf
+
+    started = time.monotonic()
+    if ROW_HASH not in source.columns:
+        from bi_platform.cadastral.row_hash import with_row_hash
+
+        source = with_row_hash(source, key)
+    columns = table_columns(source, key)
+    hashed = [(n, t) for n, t in columns if n not in (key, ROW_HASH)]
+    expr = row_hash_sql(hashed)
+    k = quote_ident(key)
+    target = f"{quote_ident(SCHEMA)}.{quote_ident(table)}"
+    recomputed = f"SELECT {k} AS k, {expr} AS h, {quote_ident(ROW_HASH)} AS stored FROM {target}"
+    with _connect(pg_url, autocommit=True) as conn:
+        pg_rows = conn.execute(
+            f"SELECT left(k, {BUCKET_CHARS}) AS b, count(*),"
+            " coalesce(sum(('x' || substr(h, 1, 15))::bit(60)::bigint), 0),"
+            " count(*) FILTER (WHERE stored IS DISTINCT FROM h)"
+            f" FROM ({recomputed}) r GROUP BY 1"
+        ).fetchall()
+    pg_buckets = {b: (int(c), int(s)) for b, c, s, _ in pg_rows}
+    stale = {b for b, _, _, bad in pg_rows if bad}
+
+    bucket = sf.substring(sf.col(key), 1, BUCKET_CHARS)
+    slice60 = sf.conv(sf.substring(sf.col(ROW_HASH), 1, 15), 16, 10).cast("decimal(38,0)")
+    src_rows = (
+        source.groupBy(bucket.alias("b"))
+        .agg(sf.count(sf.lit(1)).alias("c"), sf.sum(slice60).alias("s"))
+        .collect()
+    )
+    src_buckets = {r["b"]: (int(r["c"]), int(r["s"] or 0)) for r in src_rows}
+    mismatched = sorted(
+        b
+        for b in set(pg_buckets) | set(src_buckets)
+        if pg_buckets.get(b) != src_buckets.get(b) or b in stale
+    )
+    pg_count = sum(c for c, _ in pg_buckets.values())
+    source_count = sum(c for c, _ in src_buckets.values())
+
+    missing = extra = changed = 0
+    if mismatched:
+        listed = ", ".join("'" + b.replace("'", "''") + "'" for b in mismatched)
+        query = (
+            f"(SELECT k AS _k_pg, h AS _h_pg, stored AS _stored FROM ({recomputed}) r"
+            f" WHERE left(k, {BUCKET_CHARS}) IN ({listed})) AS mismatched"
+        )
+        pg_side = jdbc_read(spark, pg_url, query)
+        src_side = source.filter(bucket.isin(mismatched)).select(
+            sf.col(key).alias("_k_src"), sf.col(ROW_HASH).alias("_h_src")
+        )
+        joined = src_side.join(pg_side, src_side["_k_src"] == pg_side["_k_pg"], "full_outer")
+        kind = (
+            sf.when(sf.col("_k_pg").isNull(), "missing")
+            .when(sf.col("_k_src").isNull(), "extra")
+            .when(
+                (sf.col("_h_src") != sf.col("_h_pg")) | (sf.col("_stored") != sf.col("_h_pg")),
+                "changed",
+            )
+        )
+        for row in joined.groupBy(kind.alias("kind")).count().collect():
+            if row["kind"] == "missing":
+                missing = int(row["count"])
+            elif row["kind"] == "extra":
+                extra = int(row["count"])
+            elif row["kind"] == "changed":
+                changed = int(row["count"])
+    result = SyncVerification(
+        pg_count=pg_count,
+        source_count=source_count,
+        mismatched_buckets=len(mismatched),
+        hash_differences=missing + extra + changed,
+        seconds=round(time.monotonic() - started, 3),
+        missing=missing,
+        extra=extra,
+        changed=changed,
+    )
+    log.info("verify %s.%s: %s", SCHEMA, table, result)
+    return result

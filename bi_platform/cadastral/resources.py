@@ -1,0 +1,131 @@
+"""Dagster resources of the cadastral pipeline: a lazy Spark session and a Delta IO manager.
+
+``CadastralSparkResource`` starts Spark only when an asset first touches it, with the
+settings of :mod:`bi_platform.cadastral.spark_config` (chosen from the environment by
+:func:`bi_platform.cadastral.spark_session.start_spark`). ``DeltaSparkIOManager`` stores
+Spark DataFrames as Delta tables through :mod:`bi_platform.cadastral.delta`.
+
+No ``from __future__ import annotations`` here: Dagster resolves the resource field
+annotations at runtime.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+
+from bi_platform.cadastral.delta import DeltaCommit, read_delta, write_delta
+from bi_platform.cadastral.spark_session import start_spark
+from bi_platform.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class CadastralSparkResource(LazyPySparkResource):
+    """A Spark session started lazily (on first ``spark_session`` access) by
+    :func:`~bi_platform.cadastral.spark_session.start_spark`.
+
+    The master, remote (Spark Connect), cores, driver memory and JDBC jar come from the
+    environment settings (``SPARK_MASTER``, ``SPARK_REMOTE``, ``SPARK_TOTAL_CORES``, ...)
+    through :mod:`bi_platform.cadastral.spark_config`; ``spark_config`` only adds or
+    overrides individual Spark settings on top of them (ignored with Spark Connect).
+    """
+
+    spark_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Extra Spark settings applied over those derived from the environment by "
+            "spark_config.py (e.g. {'spark.driver.memory': '4g'})."
+        ),
+    )
+
+    def _init_session(self) -> None:
+        if self._spark_session is None:
+            extra = {key: str(value) for key, value in self.spark_config.items()}
+            self._spark_session = start_spark(get_settings(), extra=extra)
+
+
+def _uri(base_dir: Path, asset_key: dg.AssetKey) -> Path:
+    return base_dir.joinpath(*asset_key.path)
+
+
+def _column_schema(df: Any) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=field.name, type=field.dataType.simpleString())
+            for field in df.schema.fields
+        ]
+    )
+
+
+class DeltaSparkIOManager(dg.ConfigurableIOManager):
+    """Stores Spark DataFrame outputs as Delta tables, one per asset, and loads the
+    latest version as a Spark DataFrame.
+
+    **Layout**: asset ``a/b`` is the Delta table ``<base_dir>/a/b`` (default
+    ``$BI_PLATFORM_HOME/delta``, so ``cadastral/coletapedt001`` is
+    ``$BI_PLATFORM_HOME/delta/cadastral/coletapedt001``). Every materialization overwrites
+    the table as a new Delta version; older versions stay readable (time travel, ``restore``).
+
+    **Metadata** per output: ``delta_version``, ``delta_files``, ``rows``, ``delta_uri``,
+    ``dagster/row_count`` and ``dagster/column_schema``.
+    """
+
+    spark: dg.ResourceDependency[CadastralSparkResource]
+    base_dir: str | None = Field(
+        default=None,
+        description="Root of the Delta tables; default: $BI_PLATFORM_HOME/delta.",
+    )
+
+    def _base_dir(self) -> Path:
+        if self.base_dir:
+            return Path(self.base_dir)
+        return get_settings().delta_dir
+
+    def _table_uri(self, context: dg.OutputContext | dg.InputContext) -> Path:
+        if not context.has_asset_key:
+            raise dg.DagsterInvariantViolationError(
+                "DeltaSparkIOManager stores asset outputs only (this output has no asset key)"
+            )
+        if context.has_asset_partitions:
+            raise dg.DagsterInvariantViolationError(
+                "DeltaSparkIOManager does not support partitioned assets"
+            )
+        return _uri(self._base_dir(), context.asset_key)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        from pyspark.sql import DataFrame
+
+        if not isinstance(obj, DataFrame):
+            raise dg.DagsterInvariantViolationError(
+                f"DeltaSparkIOManager expects a Spark DataFrame, got {type(obj).__name__}"
+            )
+        uri = self._table_uri(context)
+        commit: DeltaCommit = write_delta(
+            obj, uri, mode="overwrite", description=f"dagster run {context.run_id}"
+        )
+        context.log.info(
+            f"Delta table {commit.uri}: version {commit.version}, {commit.rows} rows "
+            f"in {commit.files} files ({commit.bytes} bytes)"
+        )
+        context.add_output_metadata(
+            {
+                "delta_version": dg.MetadataValue.int(commit.version),
+                "delta_files": dg.MetadataValue.int(commit.files),
+                "rows": dg.MetadataValue.int(commit.rows),
+                "delta_bytes": dg.MetadataValue.int(commit.bytes),
+                "delta_uri": dg.MetadataValue.path(commit.uri),
+                "dagster/row_count": dg.MetadataValue.int(commit.rows),
+                "dagster/column_schema": _column_schema(obj),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        uri = self._table_uri(context)
+        spark = self.spark.spark_session
+        df = read_delta(spark, uri)
+        context.log.info(f"Loaded the latest version of Delta table {uri}")
+        return df

@@ -1,0 +1,304 @@
+"""Optimized transforms of the person registry (contract §3; the plan's phase 1).
+
+Plan-style Spark: one consolidated ``select`` per stage, the code tables of
+:mod:`bi_platform.cadastral.reference` as broadcast joins (no ``when()`` chains), one
+aggregation per person for "latest contact per type" (``max`` over a
+``struct(pedatalt, pesequen, ...)``, no windows or self-joins) and for the asset set
+(``array_sort(collect_set)`` + ``slice``), no UDFs and no ``collect()``.
+
+Shuffles: every stage hashes ``penumper`` once into ``chave_pessoa`` and repartitions by
+it once; the exact-duplicate removal and the per-person aggregation then run in the same
+stage, because a hash partitioning on ``chave_pessoa`` satisfies both groupings.
+
+The raw document number never leaves: outputs and quarantine carry ``chave_pessoa``
+(``sha2(penumper, 256)``) only, and quarantine ``value`` is null for ``penumper``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Column, Window
+from pyspark.sql import functions as F  # noqa: N812
+from pyspark.sql import types as T  # noqa: N812
+
+from bi_platform.cadastral.reference import (
+    CIVIL_STATUS,
+    LOAD_DATE_COLUMN,
+    OCCUPATIONS,
+    PERSON_TYPES,
+    SEGMENTS,
+    SEXES,
+    STATES,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+KEY = "chave_pessoa"
+DATE = LOAD_DATE_COLUMN
+PENUMPER_PATTERN = r"^(\d{11}|\d{14})$"
+
+REASON_MALFORMED = "penumper malformado"
+REASON_CONFLICT = "penumper duplicado com conteudo divergente"
+REASON_INVALID_UF = "codigo de UF invalido"
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("source_table", T.StringType()),
+        T.StructField("chave_pessoa", T.StringType()),
+        T.StructField("field", T.StringType()),
+        T.StructField("value", T.StringType()),
+        T.StructField("reason", T.StringType()),
+        T.StructField("dat_ref_carga", T.DateType()),
+    ]
+)
+
+#: pedt001 columns besides the key, in source order.
+PEDT001_FIELDS = (
+    "petipper",
+    "penomper",
+    "pepriape",
+    "pesegape",
+    "pefecnac",
+    "peestciv",
+    "pesexper",
+    "petipocu",
+    "penacper",
+    "pesegmen",
+    "peusualt",
+)
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """Small code tables, each joined with ``F.broadcast`` on its first column."""
+
+    person_types: DataFrame  # petipper -> tipo_pessoa
+    civil_status: DataFrame  # peestciv -> estado_civil
+    sexes: DataFrame  # pesexper -> sexo
+    occupations: DataFrame  # petipocu -> ocupacao
+    states: DataFrame  # cod_uf_nascimento -> uf/estado/regiao_nascimento
+
+
+def _code_table(spark: SparkSession, code: str, names: list[str], rows: list[tuple]) -> DataFrame:
+    schema = T.StructType([T.StructField(c, T.StringType(), False) for c in [code, *names]])
+    return spark.createDataFrame(rows, schema)
+
+
+def lookup_tables(spark: SparkSession) -> Lookups:
+    """The reference code tables as tiny local DataFrames (broadcast at join time)."""
+    return Lookups(
+        person_types=_code_table(spark, "petipper", ["tipo_pessoa"], list(PERSON_TYPES.items())),
+        civil_status=_code_table(spark, "peestciv", ["estado_civil"], list(CIVIL_STATUS.items())),
+        sexes=_code_table(spark, "pesexper", ["sexo"], list(SEXES.items())),
+        occupations=_code_table(spark, "petipocu", ["ocupacao"], list(OCCUPATIONS.items())),
+        states=_code_table(
+            spark,
+            "cod_uf_nascimento",
+            ["uf_nascimento", "estado_nascimento", "regiao_nascimento"],
+            [(code, *values) for code, values in STATES.items()],
+        ),
+    )
+
+
+def _valid_penumper(column: str = "penumper") -> Column:
+    return F.col(column).isNotNull() & F.col(column).rlike(PENUMPER_PATTERN)
+
+
+def _chave(column: str = "penumper") -> Column:
+    return F.sha2(F.col(column), 256)
+
+
+def _quarantine(
+    source_table: str, chave: Column, field: str, value: Column, reason: str
+) -> list[Column]:
+    return [
+        F.lit(source_table).alias("source_table"),
+        chave.cast("string").alias("chave_pessoa"),
+        F.lit(field).alias("field"),
+        value.cast("string").alias("value"),
+        F.lit(reason).alias("reason"),
+        F.col(DATE).cast("date").alias(DATE),
+    ]
+
+
+def _keyed(df: DataFrame, *columns: str) -> DataFrame:
+    """Rows with a well-formed penumper, hashed once into ``chave_pessoa`` and
+    hash-partitioned by it (the stage's only shuffle)."""
+    return df.where(_valid_penumper()).select(_chave().alias(KEY), *columns).repartition(KEY)
+
+
+def _trimmed_or_null(column: str) -> Column:
+    trimmed = F.trim(F.col(column))
+    return F.when(trimmed != "", trimmed)
+
+
+def coletapedt001(pedt001: DataFrame, lookups: Lookups) -> tuple[DataFrame, DataFrame]:
+    """Persons (decoded) and the pedt001 quarantine (malformed / conflicting penumper)."""
+    malformed = (
+        pedt001.where(~_valid_penumper())
+        .dropDuplicates()
+        .select(*_quarantine("pedt001", F.lit(None), "penumper", F.lit(None), REASON_MALFORMED))
+    )
+    # Exact duplicates collapse (grouping by every column; no shuffle beyond the
+    # repartition by key); what is left with the same key is a conflicting duplicate.
+    distinct = _keyed(pedt001, *PEDT001_FIELDS, DATE).dropDuplicates()
+    counted = distinct.select("*", F.count(F.lit(1)).over(Window.partitionBy(KEY)).alias("_n"))
+    conflicts = counted.where(F.col("_n") > 1).select(
+        *_quarantine("pedt001", F.col(KEY), "penumper", F.lit(None), REASON_CONFLICT)
+    )
+    decoded = (
+        counted.where(F.col("_n") == 1)
+        .join(F.broadcast(lookups.person_types), "petipper", "left")
+        .join(F.broadcast(lookups.civil_status), "peestciv", "left")
+        .join(F.broadcast(lookups.sexes), "pesexper", "left")
+        .join(F.broadcast(lookups.occupations), "petipocu", "left")
+    )
+    segment = F.upper(F.trim(F.col("pesegmen")))
+    rows = decoded.select(
+        KEY,
+        "tipo_pessoa",
+        F.concat_ws(
+            " ", *(_trimmed_or_null(c) for c in ("penomper", "pepriape", "pesegape"))
+        ).alias("nome_completo"),
+        F.col("pefecnac").alias("data_nascimento"),
+        F.floor(F.months_between(F.col(DATE), F.col("pefecnac")) / 12).cast("int").alias("idade"),
+        "estado_civil",
+        "sexo",
+        "ocupacao",
+        F.when(segment.isin(*SEGMENTS), segment).alias("segmento"),
+        F.trim(F.col("penacper")).alias("cod_uf_nascimento"),
+        F.col("peusualt").alias("usuario_alteracao"),
+        DATE,
+    )
+    return rows, malformed.unionByName(conflicts)
+
+
+def coletapedt002(
+    pedt002: DataFrame, pessoas: DataFrame, lookups: Lookups
+) -> tuple[DataFrame, DataFrame]:
+    """State of birth (broadcast join), naturalidade and parents of every person; persons
+    with an invalid state code go to quarantine instead."""
+    people = pessoas.select(KEY, "cod_uf_nascimento", DATE).join(
+        F.broadcast(lookups.states), "cod_uf_nascimento", "left"
+    )
+    quarantine = people.where(F.col("uf_nascimento").isNull()).select(
+        *_quarantine(
+            "pedt001", F.col(KEY), "penacper", F.col("cod_uf_nascimento"), REASON_INVALID_UF
+        )
+    )
+    # Exact duplicates collapse and divergent ones keep the greatest triple: one max.
+    parents = (
+        _keyed(pedt002, "penomnat", "penommae", "penompai")
+        .groupBy(KEY)
+        .agg(F.max(F.struct("penomnat", "penommae", "penompai")).alias("_p"))
+    )
+    rows = (
+        people.where(F.col("uf_nascimento").isNotNull())
+        .join(parents, KEY, "left")
+        .select(
+            KEY,
+            "uf_nascimento",
+            "estado_nascimento",
+            "regiao_nascimento",
+            F.upper(F.trim(F.col("_p.penomnat"))).alias("naturalidade"),
+            F.trim(F.col("_p.penommae")).alias("nome_mae"),
+            F.trim(F.col("_p.penompai")).alias("nome_pai"),
+            DATE,
+        )
+    )
+    return rows, quarantine
+
+
+_ADDRESS = ("pelograd", "pecidade", "peuf", "pecep")
+
+
+def _latest(contact_type: str, *payload: Column) -> Column:
+    """Greatest ``(pedatalt, pesequen)`` contact of one type (undated ones never win)."""
+    wanted = (F.col("petipcon") == contact_type) & F.col("pedatalt").isNotNull()
+    return F.max(F.when(wanted, F.struct("pedatalt", "pesequen", *payload))).alias(contact_type)
+
+
+def coletapedt003(pedt003: DataFrame) -> DataFrame:
+    """Latest e-mail, residential and commercial address of every person with contacts."""
+    latest = (
+        _keyed(pedt003, "petipcon", "pesequen", "pedatalt", "peemail", *_ADDRESS, DATE)
+        .groupBy(KEY)
+        .agg(
+            _latest("E", F.lower(F.trim(F.col("peemail"))).alias("email")),
+            _latest("R", *_ADDRESS),
+            _latest("C", *_ADDRESS),
+            F.max(DATE).alias(DATE),
+        )
+    )
+    return latest.select(
+        KEY,
+        F.col("E.email").alias("email"),
+        F.col("E.pedatalt").alias("data_email"),
+        *(
+            F.col(f"{code}.{source}").alias(f"{target}_{suffix}")
+            for code, suffix in (("R", "residencial"), ("C", "comercial"))
+            for source, target in zip(_ADDRESS, ("endereco", "cidade", "uf", "cep"), strict=True)
+        ),
+        F.col("R.pedatalt").alias("data_endereco_residencial"),
+        F.col("C.pedatalt").alias("data_endereco_comercial"),
+        DATE,
+    ).select(*COLETAPEDT003_COLUMNS)
+
+
+COLETAPEDT003_COLUMNS = (
+    KEY,
+    "email",
+    "data_email",
+    "endereco_residencial",
+    "cidade_residencial",
+    "uf_residencial",
+    "cep_residencial",
+    "data_endereco_residencial",
+    "endereco_comercial",
+    "cidade_comercial",
+    "uf_comercial",
+    "cep_comercial",
+    "data_endereco_comercial",
+    DATE,
+)
+
+
+def coletapedt205(pedt205: DataFrame, max_asset_types: int) -> DataFrame:
+    """Asset types (sorted distinct, capped), count and total value per person."""
+    if max_asset_types < 1:
+        raise ValueError(f"max_asset_types must be >= 1, got {max_asset_types}")
+    assets = (
+        _keyed(pedt205, "pecodbem", "petipbem", "pevalbem", "pedatalt", DATE)
+        .dropDuplicates()
+        .groupBy(KEY)
+        .agg(
+            F.array_sort(F.collect_set("petipbem")).alias("_tipos"),
+            F.count(F.lit(1)).alias("qtd_bens"),
+            F.sum("pevalbem").alias("_total"),
+            F.max(DATE).alias(DATE),
+        )
+    )
+    return assets.select(
+        KEY,
+        F.slice("_tipos", 1, max_asset_types).alias("tipos_bens"),
+        (F.size("_tipos") > max_asset_types).alias("tipos_bens_truncado"),
+        F.col("qtd_bens").cast("long").alias("qtd_bens"),
+        F.col("_total").cast("decimal(18,2)").alias("valor_total_bens"),
+        DATE,
+    )
+
+
+def cadastro_consolidado(
+    p001: DataFrame, p002: DataFrame, p003: DataFrame, p205: DataFrame
+) -> DataFrame:
+    """One row per person of ``coletapedt001`` with the columns of 002, 003 and 205."""
+    consolidated = p001.drop("cod_uf_nascimento")
+    for part in (p002, p003, p205):
+        consolidated = consolidated.join(part.drop(DATE), KEY, "left")
+    return consolidated
