@@ -170,6 +170,7 @@ def coletapedt001(
     meta = {"dat_ref_carga": load_date.isoformat()}
     yield dg.Output(rows, output_name="coletapedt001", metadata=meta)
     yield dg.Output(quarantine, output_name="coletapedt001_quarantine", metadata=meta)
+    spark.spark_session.catalog.clearCache()  # the part both outputs shared
     yield from _table_checks(spark, P001)
 
 

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, Window
 from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
@@ -148,7 +149,12 @@ def coletapedt001(pedt001: DataFrame, lookups: Lookups) -> tuple[DataFrame, Data
     # Exact duplicates collapse (grouping by every column; no shuffle beyond the
     # repartition by key); what is left with the same key is a conflicting duplicate.
     distinct = _keyed(pedt001, *PEDT001_FIELDS, DATE).dropDuplicates()
-    counted = distinct.select("*", F.count(F.lit(1)).over(Window.partitionBy(KEY)).alias("_n"))
+    # Both outputs derive from `counted`: persisted, so writing the quarantine after the
+    # rows does not hash and shuffle pedt001 a second time (callers release it with
+    # `spark.catalog.clearCache()` once both are written).
+    counted = distinct.select(
+        "*", F.count(F.lit(1)).over(Window.partitionBy(KEY)).alias("_n")
+    ).persist(StorageLevel.MEMORY_AND_DISK)
     conflicts = counted.where(F.col("_n") > 1).select(
         *_quarantine("pedt001", F.col(KEY), "penumper", F.lit(None), REASON_CONFLICT)
     )
@@ -297,8 +303,13 @@ def coletapedt205(pedt205: DataFrame, max_asset_types: int) -> DataFrame:
 def cadastro_consolidado(
     p001: DataFrame, p002: DataFrame, p003: DataFrame, p205: DataFrame
 ) -> DataFrame:
-    """One row per person of ``coletapedt001`` with the columns of 002, 003 and 205."""
-    consolidated = p001.drop("cod_uf_nascimento")
+    """One row per person of ``coletapedt001`` with the columns of 002, 003 and 205.
+
+    The current state of each person, without ``dat_ref_carga``: the load date belongs to
+    the snapshot (the Delta version's metadata), not to the row. Kept in the row, it would
+    change every row's hash on every load and turn each daily sync into a full rewrite.
+    """
+    consolidated = p001.drop("cod_uf_nascimento", DATE)
     for part in (p002, p003, p205):
         consolidated = consolidated.join(part.drop(DATE), KEY, "left")
     return consolidated

@@ -237,7 +237,7 @@ def naive_coletapedt205(pedt205: DataFrame, max_asset_types: int) -> DataFrame:
 def naive_cadastro_consolidado(
     p001: DataFrame, p002: DataFrame, p003: DataFrame, p205: DataFrame
 ) -> DataFrame:
-    df = p001.drop("cod_uf_nascimento")
+    df = p001.drop("cod_uf_nascimento").drop("dat_ref_carga")
     df = df.join(p002.drop("dat_ref_carga"), "chave_pessoa", "left")
     df = df.join(p003.drop("dat_ref_carga"), "chave_pessoa", "left")
     df = df.join(p205.drop("dat_ref_carga"), "chave_pessoa", "left")

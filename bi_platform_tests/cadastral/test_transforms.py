@@ -152,12 +152,13 @@ def test_sample_shapes(sample, sample_outputs):
     assert reasons == {transforms.REASON_MALFORMED, transforms.REASON_CONFLICT}
     consolidated = sample_outputs["cadastro_consolidado"][0]
     expected = (
-        persons.drop("cod_uf_nascimento").columns
+        persons.drop("cod_uf_nascimento", "dat_ref_carga").columns
         + sample_outputs["coletapedt002"][0].columns[1:-1]
         + sample_outputs["coletapedt003"][0].columns[1:-1]
         + sample_outputs["coletapedt205"][0].columns[1:-1]
     )
     assert consolidated.columns == expected
+    assert "dat_ref_carga" not in consolidated.columns  # the snapshot's, not the row's
 
 
 def test_no_raw_penumper_leaves(sample, sample_outputs):
