@@ -289,6 +289,11 @@ def write_delta(
     return commit
 
 
+def table_state(uri: str | Path, version: int | None = None) -> DeltaCommit:
+    """Files, rows and bytes of a table version, from its add actions (no data read)."""
+    return _state(_table_path(uri), _open(uri, version))
+
+
 def _state(root: Path, table: DeltaTable) -> DeltaCommit:
     """The files, rows and bytes of ``table``'s current state."""
     adds = pa.table(table.get_add_actions(flatten=True))

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from deltalake import DeltaTable
 
+from bi_platform.cadastral.delta import table_state
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
@@ -49,17 +51,7 @@ def key_uniqueness(df: DataFrame, key: str = "chave_pessoa") -> KeyUniqueness:
 
 def delta_rows(uri: str | Path, version: int | None = None) -> int:
     """Rows of a Delta table version, summed from its add actions' statistics (no scan)."""
-    import pyarrow as pa
-
-    table = DeltaTable(str(uri), version=version)
-    actions = pa.table(table.get_add_actions(flatten=True))
-    if "num_records" not in actions.column_names:  # written without statistics
-        import pyarrow.parquet as pq
-
-        return sum(
-            pq.ParquetFile(u.removeprefix("file://")).metadata.num_rows for u in table.file_uris()
-        )
-    return int(sum(v or 0 for v in actions.column("num_records").to_pylist()))
+    return table_state(uri, version).rows
 
 
 def schema_fields(uri: str | Path, version: int | None = None) -> list[tuple[str, str]]:

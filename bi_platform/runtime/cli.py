@@ -563,11 +563,11 @@ def delta() -> None:
 
 
 def _delta_uri(settings: Settings, table: str) -> str:
-    from bi_platform.cadastral.pipeline import TABLES
+    from bi_platform.cadastral.pipeline import TABLES, table_uri
 
     if table not in TABLES:
         raise click.BadParameter(f"unknown table {table!r}; one of: {', '.join(TABLES)}")
-    return str(settings.delta_dir / "cadastral" / table)
+    return table_uri(settings.delta_dir / "cadastral", table)
 
 
 @delta.command("history")

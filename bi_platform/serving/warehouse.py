@@ -134,6 +134,20 @@ _MANUFACTURER = """count(*) AS "PRODUTOS",
     coalesce(sum("MES_01"), 0) AS "MES_01",
     coalesce(sum("VALOR_ESTOQUE"), 0) AS "VALOR_ESTOQUE\""""
 
+
+def _coverage_rows(order_by: str, extra: str = "") -> str:
+    """Items with demand (last 3 months / 90 days), their stock and days of coverage,
+    stored in ``order_by`` (``extra``: more columns, with their leading comma)."""
+    return f"""
+        SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
+               "ESTOQUE_UNE", "DEMANDA_DIARIA",
+               CAST("ESTOQUE_UNE" AS DOUBLE) / "DEMANDA_DIARIA" AS "COBERTURA_DIAS"{extra}
+        FROM (SELECT *, ({_Q3}) / 90.0 AS "DEMANDA_DIARIA" FROM admmat)
+        WHERE "DEMANDA_DIARIA" > 0
+        ORDER BY {order_by}
+    """
+
+
 #: Pre-aggregates the serving API's SQL reads (:mod:`bi_platform.serving.sql`), each at
 #: the grain its queries need and always with ``NOMESEGMENTO`` in the grain (row-level
 #: security filters them by segment). Sums keep SQL's NULL for groups without values.
@@ -262,31 +276,13 @@ SERVING_AGGREGATES: dict[str, str] = {
                "VENDA_30DD", "MES_01", "ESTOQUE_UNE"
         FROM admmat ORDER BY "UNE", "VENDA_30DD" DESC NULLS LAST, "PRODUTO"
     """,
-    "srv_rows_demand": f"""
-        SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
-               "ESTOQUE_UNE", "DEMANDA_DIARIA",
-               CAST("ESTOQUE_UNE" AS DOUBLE) / "DEMANDA_DIARIA" AS "COBERTURA_DIAS",
-               "VENDA_30DD"
-        FROM (SELECT *, ({_Q3}) / 90.0 AS "DEMANDA_DIARIA" FROM admmat)
-        WHERE "DEMANDA_DIARIA" > 0
-        ORDER BY "DEMANDA_DIARIA" DESC NULLS LAST, "UNE", "PRODUTO"
-    """,
-    "srv_rows_stock": f"""
-        SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
-               "ESTOQUE_UNE", "DEMANDA_DIARIA",
-               CAST("ESTOQUE_UNE" AS DOUBLE) / "DEMANDA_DIARIA" AS "COBERTURA_DIAS"
-        FROM (SELECT *, ({_Q3}) / 90.0 AS "DEMANDA_DIARIA" FROM admmat)
-        WHERE "DEMANDA_DIARIA" > 0
-        ORDER BY "ESTOQUE_UNE" DESC NULLS LAST, "UNE", "PRODUTO"
-    """,
-    "srv_rows_stock_by_segment": f"""
-        SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
-               "ESTOQUE_UNE", "DEMANDA_DIARIA",
-               CAST("ESTOQUE_UNE" AS DOUBLE) / "DEMANDA_DIARIA" AS "COBERTURA_DIAS"
-        FROM (SELECT *, ({_Q3}) / 90.0 AS "DEMANDA_DIARIA" FROM admmat)
-        WHERE "DEMANDA_DIARIA" > 0
-        ORDER BY "NOMESEGMENTO", "ESTOQUE_UNE" DESC NULLS LAST, "UNE", "PRODUTO"
-    """,
+    "srv_rows_demand": _coverage_rows(
+        '"DEMANDA_DIARIA" DESC NULLS LAST, "UNE", "PRODUTO"', extra=', "VENDA_30DD"'
+    ),
+    "srv_rows_stock": _coverage_rows('"ESTOQUE_UNE" DESC NULLS LAST, "UNE", "PRODUTO"'),
+    "srv_rows_stock_by_segment": _coverage_rows(
+        '"NOMESEGMENTO", "ESTOQUE_UNE" DESC NULLS LAST, "UNE", "PRODUTO"'
+    ),
     "srv_rows_reorder": """
         SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
                "ESTOQUE_UNE", "PONTO_PEDIDO_LV",
