@@ -2,10 +2,13 @@
 (``pedt001``/``002``/``003``/``205``, one full snapshot per ``dat_ref_carga``) through
 PySpark transforms into Delta tables, then a hash-compare sync into PostgreSQL.
 
-Every Spark asset reads the latest load date (or the one in its config) and writes one
-new Delta version through ``cadastral_delta_io_manager``; its checks (unique keys,
-schema unchanged across versions, invalid-state rate) run in the same step on the
-version just committed, so they see exactly what downstream assets will read.
+Every asset is partitioned by load date (``cadastral_load_dates``, dynamic partitions
+``YYYY-MM-DD`` that ``cadastral_new_load_sensor`` adds when all four sources have the
+date): a run processes exactly its partition's snapshot. Each Spark asset writes one new
+Delta version through ``cadastral_delta_io_manager``, tagged with its load date; its
+checks (unique keys, schema unchanged across versions, invalid-state rate) run in the
+same step on the version just committed, so they see exactly what downstream assets
+will read.
 """
 
 import time
@@ -16,19 +19,24 @@ import dagster as dg
 from pydantic import Field
 
 from bi_platform.cadastral import quality, transforms
-from bi_platform.cadastral.delta import read_delta, table_version
+from bi_platform.cadastral.delta import read_delta
 from bi_platform.cadastral.pg_sync import sync_to_postgres
 from bi_platform.cadastral.pipeline import KEY, consolidated_with_hash
 from bi_platform.cadastral.reference import SOURCE_TABLES
-from bi_platform.cadastral.resources import CadastralSparkResource
-from bi_platform.cadastral.sources import latest_load_date, read_source
+from bi_platform.cadastral.resources import CadastralSparkResource, version_for_load_date
+from bi_platform.cadastral.sources import read_source
 from bi_platform.resources import PostgresResource
 from bi_platform.settings import get_settings
 
 GROUP = "cadastral"
+OWNERS = ["team:cadastro"]
 SPARK_DELTA = {"spark", "delta"}
 IO_MANAGER = "cadastral_delta_io_manager"
 PG_TABLE = "cadastro_consolidado"
+
+
+#: One partition per load date (``dat_ref_carga``) that all four source tables have.
+load_dates = dg.DynamicPartitionsDefinition(name="cadastral_load_dates")
 
 
 def cadastral_key(name: str) -> dg.AssetKey:
@@ -65,33 +73,49 @@ raw_sources = [
         + " Hive partitions `dat_ref_carga=YYYY-MM-DD` under $BI_PLATFORM_HOME/raw/cadastral/.",
         group_name=GROUP,
         kinds={"parquet"},
+        owners=OWNERS,
     )
     for table in SOURCE_TABLES
 ]
 
 
-class LoadDateConfig(dg.Config):
-    """Which snapshot of the raw exports to process."""
-
-    dat_ref_carga: str | None = Field(
-        default=None, description="Load date YYYY-MM-DD. Default: the latest one present."
-    )
-
-    def load_date(self) -> date:
-        if self.dat_ref_carga:
-            return date.fromisoformat(self.dat_ref_carga)
-        return latest_load_date(get_settings().cadastral_raw_dir)
+def partition_date(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> date:
+    """The load date of the run: its partition key ``YYYY-MM-DD``."""
+    return date.fromisoformat(context.partition_key)
 
 
 def _source(spark: CadastralSparkResource, table: str, load_date: date):
     return read_source(spark.spark_session, get_settings().cadastral_raw_dir, table, load_date)
 
 
-def _table_checks(spark: CadastralSparkResource, key: dg.AssetKey) -> Iterator[dg.AssetCheckResult]:
-    """Unique keys and an unchanged schema, on the Delta version just committed."""
+def _version(key: dg.AssetKey, load_date: date) -> int | None:
+    """The Delta version of ``key``'s table written for ``load_date``."""
+    return version_for_load_date(delta_uri(key), load_date.isoformat())
+
+
+def _selected(context: dg.AssetExecutionContext, key: dg.AssetKey, check: str) -> bool:
+    return dg.AssetCheckKey(key, check) in context.selected_asset_check_keys
+
+
+def _table_checks(
+    context: dg.AssetExecutionContext, spark: CadastralSparkResource, key: dg.AssetKey
+) -> Iterator[dg.AssetCheckResult]:
+    """Unique keys and an unchanged schema, on the Delta version just committed for the
+    run's load date (only the checks selected in this run: a subset without the table
+    has none)."""
     uri = delta_uri(key)
-    keys = quality.key_uniqueness(read_delta(spark.spark_session, uri), KEY)
-    yield dg.AssetCheckResult(
+    if _selected(context, key, "unique_chave_pessoa"):
+        version = _version(key, partition_date(context))
+        yield _unique_keys_result(spark, key, uri, version)
+    if _selected(context, key, "schema_unchanged"):
+        yield _schema_result(key, uri)
+
+
+def _unique_keys_result(
+    spark: CadastralSparkResource, key: dg.AssetKey, uri: str, version: int | None
+) -> dg.AssetCheckResult:
+    keys = quality.key_uniqueness(read_delta(spark.spark_session, uri, version), KEY)
+    return dg.AssetCheckResult(
         asset_key=key,
         check_name="unique_chave_pessoa",
         passed=keys.ok,
@@ -102,8 +126,11 @@ def _table_checks(spark: CadastralSparkResource, key: dg.AssetKey) -> Iterator[d
             "duplicates": keys.duplicates,
         },
     )
+
+
+def _schema_result(key: dg.AssetKey, uri: str) -> dg.AssetCheckResult:
     schema = quality.compare_with_previous_version(uri)
-    yield dg.AssetCheckResult(
+    return dg.AssetCheckResult(
         asset_key=key,
         check_name="schema_unchanged",
         passed=schema.unchanged,
@@ -144,6 +171,8 @@ def _table_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
                 "lookups, normalised segment, state-of-birth code."
             ),
             kinds=SPARK_DELTA,
+            owners=OWNERS,
+            is_required=False,
         ),
         "coletapedt001_quarantine": dg.AssetOut(
             key=Q001,
@@ -153,25 +182,30 @@ def _table_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
                 "conflicting duplicates (same person, different content)."
             ),
             kinds=SPARK_DELTA,
+            owners=OWNERS,
+            is_required=False,
         ),
     },
     deps=[raw_key("pedt001")],
     group_name=GROUP,
+    partitions_def=load_dates,
     check_specs=_table_check_specs(P001),
+    can_subset=True,
 )
-def coletapedt001(
-    context: dg.AssetExecutionContext, config: LoadDateConfig, spark: CadastralSparkResource
-):
-    load_date = config.load_date()
+def coletapedt001(context: dg.AssetExecutionContext, spark: CadastralSparkResource):
+    load_date = partition_date(context)
     rows, quarantine = transforms.coletapedt001(
         _source(spark, "pedt001", load_date), transforms.lookup_tables(spark.spark_session)
     )
     context.log.info("coletapedt001 from dat_ref_carga=%s", load_date)
     meta = {"dat_ref_carga": load_date.isoformat()}
-    yield dg.Output(rows, output_name="coletapedt001", metadata=meta)
-    yield dg.Output(quarantine, output_name="coletapedt001_quarantine", metadata=meta)
+    selected = context.op_execution_context.selected_output_names
+    if "coletapedt001" in selected:
+        yield dg.Output(rows, output_name="coletapedt001", metadata=meta)
+    if "coletapedt001_quarantine" in selected:
+        yield dg.Output(quarantine, output_name="coletapedt001_quarantine", metadata=meta)
     spark.spark_session.catalog.clearCache()  # the part both outputs shared
-    yield from _table_checks(spark, P001)
+    yield from _table_checks(context, spark, P001)
 
 
 @dg.multi_asset(
@@ -184,17 +218,23 @@ def coletapedt001(
                 "state table, with naturalidade and parents' names from pedt002."
             ),
             kinds=SPARK_DELTA,
+            owners=OWNERS,
+            is_required=False,
         ),
         "coletapedt002_quarantine": dg.AssetOut(
             key=Q002,
             io_manager_key=IO_MANAGER,
             description="Persons whose state-of-birth code is not one of the 28, with the reason.",
             kinds=SPARK_DELTA,
+            owners=OWNERS,
+            is_required=False,
         ),
     },
     ins={"pessoas": dg.AssetIn(P001)},
     deps=[raw_key("pedt002")],
     group_name=GROUP,
+    partitions_def=load_dates,
+    can_subset=True,
     check_specs=[
         *_table_check_specs(P002),
         dg.AssetCheckSpec(
@@ -209,20 +249,24 @@ def coletapedt001(
 )
 def coletapedt002(
     context: dg.AssetExecutionContext,
-    config: LoadDateConfig,
     spark: CadastralSparkResource,
     pessoas,
 ):
-    load_date = config.load_date()
+    load_date = partition_date(context)
     rows, quarantine = transforms.coletapedt002(
         _source(spark, "pedt002", load_date), pessoas, transforms.lookup_tables(spark.spark_session)
     )
     meta = {"dat_ref_carga": load_date.isoformat()}
-    yield dg.Output(rows, output_name="coletapedt002", metadata=meta)
-    yield dg.Output(quarantine, output_name="coletapedt002_quarantine", metadata=meta)
-    yield from _table_checks(spark, P002)
-    persons = quality.delta_rows(delta_uri(P001))
-    invalid = quality.delta_rows(delta_uri(Q002))
+    selected = context.op_execution_context.selected_output_names
+    if "coletapedt002" in selected:
+        yield dg.Output(rows, output_name="coletapedt002", metadata=meta)
+    if "coletapedt002_quarantine" in selected:
+        yield dg.Output(quarantine, output_name="coletapedt002_quarantine", metadata=meta)
+    yield from _table_checks(context, spark, P002)
+    if not _selected(context, P002, "invalid_state_rate"):
+        return
+    persons = quality.delta_rows(delta_uri(P001), _version(P001, load_date))
+    invalid = quality.delta_rows(delta_uri(Q002), _version(Q002, load_date))
     rate = invalid / persons if persons else 0.0
     context.log.info("invalid state codes: %d of %d persons (%.3f%%)", invalid, persons, 100 * rate)
     yield dg.AssetCheckResult(
@@ -237,36 +281,40 @@ def coletapedt002(
     key=P003,
     deps=[raw_key("pedt003")],
     group_name=GROUP,
+    owners=OWNERS,
+    partitions_def=load_dates,
     kinds=SPARK_DELTA,
     io_manager_key=IO_MANAGER,
     check_specs=_table_check_specs(P003),
 )
-def coletapedt003(config: LoadDateConfig, spark: CadastralSparkResource):
+def coletapedt003(context: dg.AssetExecutionContext, spark: CadastralSparkResource):
     """Latest e-mail, residential and commercial address per person (greatest update
     date, ties by sequence), with aggregate functions over one shuffle instead of
     self-joins."""
-    load_date = config.load_date()
+    load_date = partition_date(context)
     rows = transforms.coletapedt003(_source(spark, "pedt003", load_date))
     yield dg.Output(rows, metadata={"dat_ref_carga": load_date.isoformat()})
-    yield from _table_checks(spark, P003)
+    yield from _table_checks(context, spark, P003)
 
 
 @dg.asset(
     key=P205,
     deps=[raw_key("pedt205")],
     group_name=GROUP,
+    owners=OWNERS,
+    partitions_def=load_dates,
     kinds=SPARK_DELTA,
     io_manager_key=IO_MANAGER,
     check_specs=_table_check_specs(P205),
 )
-def coletapedt205(config: LoadDateConfig, spark: CadastralSparkResource):
+def coletapedt205(context: dg.AssetExecutionContext, spark: CadastralSparkResource):
     """Assets per person: the sorted set of asset kinds (capped at
     CADASTRAL_MAX_ASSET_TYPES, with a truncation flag), their count and total value."""
-    load_date = config.load_date()
+    load_date = partition_date(context)
     cap = get_settings().cadastral_max_asset_types
     rows = transforms.coletapedt205(_source(spark, "pedt205", load_date), cap)
     yield dg.Output(rows, metadata={"dat_ref_carga": load_date.isoformat(), "asset_type_cap": cap})
-    yield from _table_checks(spark, P205)
+    yield from _table_checks(context, spark, P205)
 
 
 @dg.asset(
@@ -278,16 +326,28 @@ def coletapedt205(config: LoadDateConfig, spark: CadastralSparkResource):
         "bens": dg.AssetIn(P205),
     },
     group_name=GROUP,
+    owners=OWNERS,
+    partitions_def=load_dates,
     kinds=SPARK_DELTA,
     io_manager_key=IO_MANAGER,
     check_specs=_table_check_specs(CONSOLIDADO),
 )
-def cadastro_consolidado(spark: CadastralSparkResource, pessoas, naturalidade, contatos, bens):
+def cadastro_consolidado(
+    context: dg.AssetExecutionContext,
+    spark: CadastralSparkResource,
+    pessoas,
+    naturalidade,
+    contatos,
+    bens,
+):
     """One row per person: the core record left-joined with state of birth, latest
     contacts and assets, plus ``row_hash`` (md5 of the canonical row) that the
     PostgreSQL sync compares."""
-    yield dg.Output(consolidated_with_hash(pessoas, naturalidade, contatos, bens))
-    yield from _table_checks(spark, CONSOLIDADO)
+    yield dg.Output(
+        consolidated_with_hash(pessoas, naturalidade, contatos, bens),
+        metadata={"dat_ref_carga": partition_date(context).isoformat()},
+    )
+    yield from _table_checks(context, spark, CONSOLIDADO)
 
 
 class PgSyncConfig(dg.Config):
@@ -304,6 +364,8 @@ class PgSyncConfig(dg.Config):
     key=PG_SYNC,
     deps=[CONSOLIDADO],
     group_name=GROUP,
+    owners=OWNERS,
+    partitions_def=load_dates,
     kinds={"spark", "postgres"},
 )
 def cadastral_pg_sync(
@@ -317,7 +379,13 @@ def cadastral_pg_sync(
     synced Delta version, or a parallel JDBC read of PostgreSQL's keys and hashes),
     applied per partition with COPY + upsert/delete, retried with backoff."""
     uri = delta_uri(CONSOLIDADO)
-    version = table_version(uri)
+    load_date = partition_date(context)
+    version = _version(CONSOLIDADO, load_date)
+    if version is None:
+        raise dg.Failure(
+            f"{CONSOLIDADO.to_user_string()} has no Delta version for dat_ref_carga="
+            f"{load_date.isoformat()}: materialize it for that load date first"
+        )
     session = spark.spark_session
     started = time.perf_counter()
     result = sync_to_postgres(
@@ -345,6 +413,7 @@ def cadastral_pg_sync(
     return dg.MaterializeResult(
         metadata={
             "mode": result.mode,
+            "dat_ref_carga": load_date.isoformat(),
             "delta_version": version,
             "inserted": result.inserted,
             "updated": result.updated,

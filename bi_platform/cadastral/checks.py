@@ -12,10 +12,17 @@ Spark assets on the version they commit: see ``assets.py``.
 
 import dagster as dg
 
-from bi_platform.cadastral.assets import CONSOLIDADO, KEY, PG_SYNC, PG_TABLE, delta_uri
+from bi_platform.cadastral.assets import (
+    CONSOLIDADO,
+    KEY,
+    PG_SYNC,
+    PG_TABLE,
+    delta_uri,
+    partition_date,
+)
 from bi_platform.cadastral.delta import read_delta
 from bi_platform.cadastral.pg_sync import verify_in_sync
-from bi_platform.cadastral.resources import CadastralSparkResource
+from bi_platform.cadastral.resources import CadastralSparkResource, version_for_load_date
 from bi_platform.resources import PostgresResource
 
 
@@ -24,17 +31,27 @@ from bi_platform.resources import PostgresResource
     additional_deps=[CONSOLIDADO],
     blocking=True,
     description=(
-        "PostgreSQL equals cadastro_consolidado: same row count and zero hash differences, "
-        "hashes recomputed in PostgreSQL from the stored columns."
+        "PostgreSQL equals cadastro_consolidado of the run's load date: same row count and "
+        "zero hash differences, hashes recomputed in PostgreSQL from the stored columns."
     ),
 )
 def cadastral_pg_in_sync(
-    spark: CadastralSparkResource, postgres: PostgresResource
+    context: dg.AssetCheckExecutionContext,
+    spark: CadastralSparkResource,
+    postgres: PostgresResource,
 ) -> dg.AssetCheckResult:
     session = spark.spark_session
+    uri = delta_uri(CONSOLIDADO)
+    load_date = partition_date(context).isoformat()
+    version = version_for_load_date(uri, load_date)
+    if version is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            description=f"{CONSOLIDADO.to_user_string()} has no version for {load_date}",
+        )
     result = verify_in_sync(
         session,
-        read_delta(session, delta_uri(CONSOLIDADO)),
+        read_delta(session, uri, version),
         postgres.resolved_url(),
         table=PG_TABLE,
         key=KEY,
@@ -47,6 +64,8 @@ def cadastral_pg_in_sync(
     return dg.AssetCheckResult(
         passed=passed,
         metadata={
+            "dat_ref_carga": load_date,
+            "delta_version": version,
             "pg_count": result.pg_count,
             "delta_count": result.source_count,
             "mismatched_buckets": result.mismatched_buckets,

@@ -22,6 +22,7 @@ import logging
 import math
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -236,12 +237,14 @@ def write_delta(
     *,
     mode: str = "overwrite",
     description: str | None = None,
+    commit_metadata: Mapping[str, str] | None = None,
 ) -> DeltaCommit:
     """Write ``df`` as a new version of the Delta table at ``uri`` (created if missing).
 
     ``mode`` is ``"overwrite"`` (the new version holds only these rows) or ``"append"``.
-    The files are written by Spark, then committed in one transaction: a failure at
-    any point leaves the table at its previous version.
+    ``commit_metadata`` is stored in the version's commit info (see
+    :func:`latest_version_where`). The files are written by Spark, then committed in one
+    transaction: a failure at any point leaves the table at its previous version.
     """
     if mode not in WRITE_MODES:
         raise ValueError(f"mode must be one of {WRITE_MODES}, got {mode!r}")
@@ -254,9 +257,10 @@ def write_delta(
         if schema is None:
             schema = _spark_arrow_schema(df)
         delta_schema = DeltaSchema.from_arrow(schema)
-        properties = CommitProperties(
-            custom_metadata={"description": description} if description else None
-        )
+        custom = {**(commit_metadata or {})}
+        if description:
+            custom["description"] = description
+        properties = CommitProperties(custom_metadata=custom or None)
         if previous is None:
             create_table_with_add_actions(
                 str(root),
@@ -340,3 +344,15 @@ def restore(uri: str | Path, version: int) -> DeltaCommit:
 def history(uri: str | Path) -> list[dict[str, Any]]:
     """The table's commits, newest first (``version``, ``operation``, ``timestamp``...)."""
     return _open(uri).history()
+
+
+def latest_version_where(uri: str | Path, key: str, value: str) -> int | None:
+    """The newest version whose commit metadata has ``key == value`` (as written by
+    :func:`write_delta`'s ``commit_metadata``); None when no version has it or there is
+    no table."""
+    try:
+        commits = history(uri)
+    except DeltaTableMissing:
+        return None
+    versions = [int(c["version"]) for c in commits if str(c.get(key)) == value]
+    return max(versions) if versions else None

@@ -17,7 +17,7 @@ import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
-from bi_platform.cadastral.delta import DeltaCommit, read_delta, write_delta
+from bi_platform.cadastral.delta import DeltaCommit, latest_version_where, read_delta, write_delta
 from bi_platform.cadastral.spark_session import start_spark
 from bi_platform.settings import get_settings
 
@@ -61,14 +61,23 @@ def _column_schema(df: Any) -> dg.TableSchema:
     )
 
 
+#: Commit-metadata key of the load date a Delta version was computed from.
+LOAD_DATE_METADATA = "dat_ref_carga"
+
+
 class DeltaSparkIOManager(dg.ConfigurableIOManager):
-    """Stores Spark DataFrame outputs as Delta tables, one per asset, and loads the
-    latest version as a Spark DataFrame.
+    """Stores Spark DataFrame outputs as Delta tables, one per asset, and loads them back
+    as Spark DataFrames.
 
     **Layout**: asset ``a/b`` is the Delta table ``<base_dir>/a/b`` (default
     ``$BI_PLATFORM_HOME/delta``, so ``cadastral/coletapedt001`` is
     ``$BI_PLATFORM_HOME/delta/cadastral/coletapedt001``). Every materialization overwrites
     the table as a new Delta version; older versions stay readable (time travel, ``restore``).
+
+    **Partitions** (one per load date): the version written for partition ``D`` records
+    ``dat_ref_carga=D`` in its commit metadata, and an input of partition ``D`` is the
+    newest version written for ``D`` (not simply the latest), so a run reads exactly its
+    own date's tables. Unpartitioned outputs and inputs use the latest version.
 
     **Metadata** per output: ``delta_version``, ``delta_files``, ``rows``, ``delta_uri``,
     ``dagster/row_count`` and ``dagster/column_schema``.
@@ -90,11 +99,19 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
             raise dg.DagsterInvariantViolationError(
                 "DeltaSparkIOManager stores asset outputs only (this output has no asset key)"
             )
-        if context.has_asset_partitions:
-            raise dg.DagsterInvariantViolationError(
-                "DeltaSparkIOManager does not support partitioned assets"
-            )
         return _uri(self._base_dir(), context.asset_key)
+
+    @staticmethod
+    def _partition(context: dg.OutputContext | dg.InputContext) -> str | None:
+        if not context.has_asset_partitions:
+            return None
+        keys = list(context.asset_partition_keys)
+        if len(keys) != 1:
+            raise dg.DagsterInvariantViolationError(
+                f"DeltaSparkIOManager handles one load date per run, got {len(keys)}: "
+                f"{keys[:5]} (run one partition at a time)"
+            )
+        return keys[0]
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         from pyspark.sql import DataFrame
@@ -104,8 +121,13 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
                 f"DeltaSparkIOManager expects a Spark DataFrame, got {type(obj).__name__}"
             )
         uri = self._table_uri(context)
+        partition = self._partition(context)
         commit: DeltaCommit = write_delta(
-            obj, uri, mode="overwrite", description=f"dagster run {context.run_id}"
+            obj,
+            uri,
+            mode="overwrite",
+            description=f"dagster run {context.run_id}",
+            commit_metadata={LOAD_DATE_METADATA: partition} if partition else None,
         )
         context.log.info(
             f"Delta table {commit.uri}: version {commit.version}, {commit.rows} rows "
@@ -125,7 +147,22 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         uri = self._table_uri(context)
-        spark = self.spark.spark_session
-        df = read_delta(spark, uri)
-        context.log.info(f"Loaded the latest version of Delta table {uri}")
+        partition = self._partition(context)
+        version = None
+        if partition is not None:
+            version = version_for_load_date(uri, partition)
+            if version is None:
+                raise dg.Failure(
+                    f"Delta table {uri} has no version for {LOAD_DATE_METADATA}={partition}: "
+                    f"materialize {context.asset_key.to_user_string()} for that load date first"
+                )
+        df = read_delta(self.spark.spark_session, uri, version)
+        context.log.info(
+            f"Loaded Delta table {uri} at version {'latest' if version is None else version}"
+        )
         return df
+
+
+def version_for_load_date(uri: str | Path, load_date: str) -> int | None:
+    """The newest version of the Delta table at ``uri`` written for ``load_date``."""
+    return latest_version_where(uri, LOAD_DATE_METADATA, load_date)

@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bi_platform.cadastral.reference import LOAD_DATE_COLUMN
+from bi_platform.cadastral.reference import LOAD_DATE_COLUMN, SOURCE_TABLES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -48,6 +48,36 @@ def available_load_dates(raw_root: Path, table: str = "pedt001") -> list[date]:
         if match and child.is_dir() and _has_data(child):
             found.append(date.fromisoformat(match.group(1)))
     return sorted(found)
+
+
+def load_dates_by_table(raw_root: Path) -> dict[str, list[date]]:
+    """The load dates each source table has (an absent table has none)."""
+    found = {}
+    for table in SOURCE_TABLES:
+        try:
+            found[table] = available_load_dates(raw_root, table)
+        except SourceMissingError:
+            found[table] = []
+    return found
+
+
+def complete_load_dates(raw_root: Path) -> list[date]:
+    """Sorted load dates that every source table has: only those can be processed (a run
+    for a date that one table lacks would fail after the others committed)."""
+    per_table = load_dates_by_table(raw_root)
+    common = set.intersection(*(set(dates) for dates in per_table.values()))
+    return sorted(common)
+
+
+def incomplete_load_dates(raw_root: Path) -> dict[date, list[str]]:
+    """Load dates present in some source tables but not all: date -> the tables lacking it."""
+    per_table = load_dates_by_table(raw_root)
+    every = set().union(*(set(dates) for dates in per_table.values()))
+    return {
+        day: [table for table, dates in per_table.items() if day not in dates]
+        for day in sorted(every)
+        if any(day not in dates for dates in per_table.values())
+    }
 
 
 def latest_load_date(raw_root: Path, table: str = "pedt001") -> date:

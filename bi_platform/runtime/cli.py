@@ -591,19 +591,32 @@ def delta_history(settings: Settings, table: str) -> None:
 def delta_restore(settings: Settings, table: str, version: int) -> None:
     """Roll TABLE back to VERSION (a new version with that content; nothing is deleted).
 
-    Downstream assets read the new version on their next run; rerun cadastral_pg_sync to
-    bring PostgreSQL along.
+    Readers of the latest version see the restored content at once. Dagster's runs read
+    the version written for their load date: to bring PostgreSQL back to that content,
+    rerun cadastral_pg_sync for the load date VERSION was written for (printed).
     """
-    from bi_platform.cadastral.delta import DeltaTableMissing, restore
+    from bi_platform.cadastral.delta import DeltaTableMissing, history, restore
+    from bi_platform.cadastral.resources import LOAD_DATE_METADATA
 
+    uri = _delta_uri(settings, table)
     try:
-        commit = restore(_delta_uri(settings, table), version)
+        load_date = next(
+            (c.get(LOAD_DATE_METADATA) for c in history(uri) if c.get("version") == version),
+            None,
+        )
+        commit = restore(uri, version)
     except (DeltaTableMissing, ValueError) as exc:
         _fail(exc)
     click.echo(
         f"{table}: restored version {version} as version {commit.version} "
         f"({commit.rows:,} rows in {commit.files} files)"
     )
+    if load_date:
+        click.echo(
+            f"version {version} holds dat_ref_carga={load_date}; to sync PostgreSQL to it: "
+            f"dagster asset materialize --select cadastral/cadastral_pg_sync "
+            f"--partition {load_date}"
+        )
 
 
 @main.command()

@@ -1,5 +1,6 @@
 """The cadastral group end to end through Dagster: real Spark (the session fixture), real
-Delta tables, a real PostgreSQL database; two load dates, a rollback, the sensor."""
+Delta tables, a real PostgreSQL database; two load dates as partitions, a rollback, the
+sensor's plan."""
 
 from datetime import date
 from pathlib import Path
@@ -9,24 +10,35 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from bi_platform.cadastral.assets import CONSOLIDADO, P002, PG_SYNC, cadastral_assets, delta_uri
-from bi_platform.cadastral.automation import cadastral_job, cadastral_new_load_sensor
+from bi_platform.cadastral.assets import (
+    CONSOLIDADO,
+    P001,
+    P002,
+    PG_SYNC,
+    Q001,
+    cadastral_assets,
+    delta_uri,
+    load_dates,
+)
+from bi_platform.cadastral.automation import (
+    SERIAL_TAG,
+    LoadDateRequest,
+    cadastral_job,
+    cadastral_new_load_sensor,
+    plan_load_dates,
+)
 from bi_platform.cadastral.checks import cadastral_checks
 from bi_platform.cadastral.delta import read_delta, table_version
 from bi_platform.cadastral.quality import delta_rows
 from bi_platform.cadastral.resources import CadastralSparkResource, DeltaSparkIOManager
+from bi_platform.definitions import defs
 from bi_platform.resources import PostgresResource
 from bi_platform.runtime.cli import main as cli
 from bi_platform.sample_data.cadastral import generate_cadastral_sources, generate_change_set
 from bi_platform.settings import get_settings
 
 D0, D1 = date(2026, 11, 20), date(2026, 11, 21)
-SOURCE_OPS = (
-    "coletapedt001",
-    "coletapedt002",
-    "cadastral__coletapedt003",
-    "cadastral__coletapedt205",
-)
+S = dg.DagsterRunStatus
 
 
 @pytest.fixture
@@ -47,17 +59,14 @@ def _resources(pg_url: str) -> dict:
     }
 
 
-def _run(pg_url: str, instance: dg.DagsterInstance, load_date: date | None = None):
-    run_config = None
-    if load_date is not None:
-        run_config = {
-            "ops": {op: {"config": {"dat_ref_carga": load_date.isoformat()}} for op in SOURCE_OPS}
-        }
+def _run(pg_url: str, instance: dg.DagsterInstance, load_date: date, selection=None):
+    instance.add_dynamic_partitions(load_dates.name, [load_date.isoformat()])
     return dg.materialize(
         [*cadastral_assets, *cadastral_checks],
         resources=_resources(pg_url),
         instance=instance,
-        run_config=run_config,
+        partition_key=load_date.isoformat(),
+        selection=selection,
     )
 
 
@@ -99,7 +108,7 @@ def test_two_load_dates_then_rollback(spark, cadastral_home: Path, pg_url: str) 
     assert meta["dagster/row_count"].value == sync["inserted"].value
     assert checks["cadastral/coletapedt002:invalid_state_rate"].metadata["rate"].value <= 0.01
 
-    second = _run(pg_url, instance)  # the latest load date: D1
+    second = _run(pg_url, instance, D1)
     assert second.success
     assert all(check.passed for check in _checks(second).values())
     sync = _materialization(second, PG_SYNC).metadata
@@ -110,19 +119,15 @@ def test_two_load_dates_then_rollback(spark, cadastral_home: Path, pg_url: str) 
     assert _materialization(second, P002).metadata["dat_ref_carga"].value == D1.isoformat()
     v0_rows = delta_rows(delta_uri(CONSOLIDADO), 0)
 
-    # roll the consolidated table back to D0 with one command, then re-sync
+    # roll the consolidated table back to D0 with one command, then re-sync D0
     runner = CliRunner()
     restored = runner.invoke(cli, ["delta", "restore", "cadastro_consolidado", "--version", "0"])
     assert restored.exit_code == 0, restored.output
+    assert "dat_ref_carga=2026-11-20" in restored.output  # which partition to re-sync
     assert table_version(delta_uri(CONSOLIDADO)) == 2
     history = runner.invoke(cli, ["delta", "history", "cadastro_consolidado"])
     assert history.exit_code == 0 and "RESTORE" in history.output.upper()
-    back = dg.materialize(
-        [*cadastral_assets, *cadastral_checks],
-        resources=_resources(pg_url),
-        instance=instance,
-        selection=dg.AssetSelection.assets(PG_SYNC),
-    )
+    back = _run(pg_url, instance, D0, selection=dg.AssetSelection.assets(PG_SYNC))
     assert back.success
     assert all(check.passed for check in _checks(back).values())
     assert _pg_count(pg_url) == v0_rows
@@ -140,16 +145,73 @@ def test_unknown_table_for_restore_is_named(cadastral_home: Path) -> None:
     assert "unknown table 'pedt001'" in result.output
 
 
-def test_sensor_requests_one_run_per_new_load_date(cadastral_home: Path) -> None:
-    context = dg.build_sensor_context()
-    request = cadastral_new_load_sensor(context)
-    assert isinstance(request, dg.RunRequest)
-    assert request.run_key == f"dat_ref_carga={D1.isoformat()}"
-    assert context.cursor == D1.isoformat()
-    again = cadastral_new_load_sensor(dg.build_sensor_context(cursor=context.cursor))
-    assert isinstance(again, dg.SkipReason)
+def test_a_multi_asset_table_can_be_materialized_alone(
+    spark, cadastral_home: Path, pg_url: str
+) -> None:
+    """`cadastral/coletapedt001` alone: its table and its checks, not its quarantine."""
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run(pg_url, instance, D0, selection=dg.AssetSelection.assets(P001))
+    assert result.success
+    written = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert written == {P001}
+    assert table_version(delta_uri(Q001)) is None
+    assert {c.check_name for c in result.get_asset_check_evaluations()} == {
+        "unique_chave_pessoa",
+        "schema_unchanged",
+    }
 
 
-def test_job_covers_the_group_on_one_process() -> None:
+def test_sensor_runs_each_complete_date_oldest_first_and_never_reruns(
+    cadastral_home: Path,
+) -> None:
+    raw = get_settings().cadastral_raw_dir
+    # a third date that only pedt001 has: incomplete, never requested
+    (raw / "pedt001" / "dat_ref_carga=2026-11-22").mkdir()
+    for part in (raw / "pedt001" / "dat_ref_carga=2026-11-21").glob("*.parquet"):
+        (raw / "pedt001" / "dat_ref_carga=2026-11-22" / part.name).write_bytes(part.read_bytes())
+    with dg.instance_for_test() as instance:
+        result = cadastral_new_load_sensor(dg.build_sensor_context(instance=instance))
+        assert [r.partition_key for r in result.run_requests] == ["2026-11-20", "2026-11-21"]
+        assert [r.run_key for r in result.run_requests] == [
+            "dat_ref_carga=2026-11-20#1",
+            "dat_ref_carga=2026-11-21#1",
+        ]
+        (added,) = result.dynamic_partitions_requests
+        assert list(added.partition_keys) == ["2026-11-20", "2026-11-21"]
+        # D1 already processed (e.g. by `bi-platform materialize`): the first tick of a
+        # freshly started sensor requests nothing, D0 being superseded by it
+        instance.add_dynamic_partitions(load_dates.name, ["2026-11-20", "2026-11-21"])
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(PG_SYNC, partition="2026-11-21")
+        )
+        again = cadastral_new_load_sensor(dg.build_sensor_context(instance=instance))
+        assert again.run_requests == []
+        assert again.skip_reason is not None
+
+
+def test_plan_retries_a_failed_date_in_order_and_gives_up() -> None:
+    complete = ["2026-11-20", "2026-11-21", "2026-11-22"]
+    plan = plan_load_dates(complete, set(), {})
+    assert plan.requests == [LoadDateRequest(d, 1) for d in complete]
+    # 20 failed while 21 is queued: 21 supersedes it, no retry behind its back
+    plan = plan_load_dates(complete, set(), {"2026-11-20": [S.FAILURE], "2026-11-21": [S.QUEUED]})
+    assert "2026-11-20" in plan.waiting and "2026-11-21" in plan.waiting
+    assert plan.requests == [LoadDateRequest("2026-11-22", 1)]
+    # 21 done: 20 superseded; 22 failed twice: third attempt
+    plan = plan_load_dates(complete, {"2026-11-21"}, {"2026-11-22": [S.FAILURE, S.FAILURE]})
+    assert plan.superseded == ["2026-11-20"] and plan.done == ["2026-11-21"]
+    assert plan.requests == [LoadDateRequest("2026-11-22", 3)]
+    assert plan.requests[0].run_key == "dat_ref_carga=2026-11-22#3"
+    # three failures: given up, with the reason
+    plan = plan_load_dates(
+        complete, {"2026-11-21"}, {"2026-11-22": [S.FAILURE, S.FAILURE, S.CANCELED]}
+    )
+    assert plan.requests == [] and "gave up" in plan.waiting["2026-11-22"]
+
+
+def test_job_covers_the_group_on_one_process_one_run_at_a_time() -> None:
     assert cadastral_job.name == "cadastral_job"
     assert cadastral_job.executor_def is dg.in_process_executor
+    resolved = defs.resolve_job_def(cadastral_job.name)
+    assert resolved.partitions_def == load_dates  # inferred from the assets
+    assert cadastral_job.tags[SERIAL_TAG] == "cadastral"
