@@ -158,20 +158,6 @@ def process_file(etl: EtlResource, key: str) -> ProcessedFile:
     return ProcessedFile(key, summary)
 
 
-def _file_metadata(processed: list[ProcessedFile]) -> dict[str, Any]:
-    return {
-        p.key: {
-            "format": p.summary.get("format"),
-            "sha256": p.summary["sha256"],
-            "records_in": p.records_in,
-            "records_out": p.records_out,
-            "dead_letter": p.dead_letter,
-            "seconds": p.summary.get("seconds"),
-        }
-        for p in processed
-    }
-
-
 @dg.multi_asset(
     name="etl_ingest_file",
     specs=[
@@ -187,6 +173,7 @@ def _file_metadata(processed: list[ProcessedFile]) -> dict[str, Any]:
             kinds={"numpy", "parquet"},
             owners=OWNERS,
             partitions_def=etl_files,
+            skippable=True,
         ),
         dg.AssetSpec(
             DEAD_LETTER,
@@ -201,85 +188,65 @@ def _file_metadata(processed: list[ProcessedFile]) -> dict[str, Any]:
             kinds={"parquet", "csv"},
             owners=OWNERS,
             partitions_def=etl_files,
+            skippable=True,
         ),
     ],
     partitions_def=etl_files,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    can_subset=False,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    can_subset=True,
 )
 def etl_ingest_file(
     context: dg.AssetExecutionContext, etl: EtlResource
 ) -> Iterator[dg.MaterializeResult]:
-    """Parse the inbox file(s) of the run's partition(s): confinement, size and content
-    hash re-checked first; a file that vanished or changed fails with the reason."""
-    keys = list(context.partition_keys)
-    processed: list[ProcessedFile] = []
-    failures: dict[str, str] = {}
-    for key in keys:
-        try:
-            item = process_file(etl, key)
-        except (UnsafeInputError, EtlInputError, OSError, ValueError) as exc:
-            context.log.error("%s: %s", key, exc)
-            failures[key] = str(exc)
-            continue
-        processed.append(item)
-        context.log.info(
-            "%s: %d records in, %d out, %d dead-lettered in %.2fs",
-            key,
-            item.records_in,
-            item.records_out,
-            item.dead_letter,
-            float(item.summary.get("seconds") or 0.0),
-        )
-    if failures:
+    """Parse the inbox file of the run's partition: confinement, size and content hash
+    re-checked first; a file that vanished or changed fails with the reason. One parse
+    writes both the records and the dead-letter queue (the same content for the same
+    partition); a run selecting one of them reports only that one. One file per run
+    (a backfill runs each file on its own), so each partition's metadata is its own."""
+    key = context.partition_key
+    try:
+        item = process_file(etl, key)
+    except (UnsafeInputError, EtlInputError, OSError, ValueError) as exc:
+        context.log.error("%s: %s", key, exc)
         raise dg.Failure(
-            description=f"{len(failures)} of {len(keys)} file(s) could not be processed: "
-            + "; ".join(f"{k}: {v}" for k, v in failures.items()),
-            metadata={"failed": dg.MetadataValue.json(failures)},
-        )
-    reasons: Counter[str] = Counter()
-    for item in processed:
-        reasons.update(item.summary.get("dead_letter_reasons") or {})
+            description=f"{key} could not be processed: {exc}",
+            metadata={"partition": key, "error": str(exc)},
+        ) from exc
+    context.log.info(
+        "%s: %d records in, %d out, %d dead-lettered in %.2fs",
+        key,
+        item.records_in,
+        item.records_out,
+        item.dead_letter,
+        float(item.summary.get("seconds") or 0.0),
+    )
+    reasons = item.summary.get("dead_letter_reasons") or {}
     records_meta: dict[str, Any] = {
-        "records_in": sum(p.records_in for p in processed),
-        "records_out": sum(p.records_out for p in processed),
-        "dead_letter": sum(p.dead_letter for p in processed),
+        "dagster/row_count": item.records_out,
         "dagster/column_schema": table_schema(etl.record_layout().arrow_schema),
-        "files": dg.MetadataValue.json(_file_metadata(processed)),
+        "records_in": item.records_in,
+        "records_out": item.records_out,
+        "dead_letter": item.dead_letter,
+        "source_file": split_partition_key(key)[0],
+        "format": str(item.summary.get("format")),
+        "size_bytes": int(item.summary.get("size_bytes") or 0),
+        "sha256": item.summary["sha256"],
+        "seconds": float(item.summary.get("seconds") or 0.0),
+        "path": dg.MetadataValue.path(str(records_path(etl, key))),
     }
     dead_meta: dict[str, Any] = {
-        "dead_letter": records_meta["dead_letter"],
-        "reasons": dg.MetadataValue.json(dict(reasons.most_common())),
+        "dagster/row_count": item.dead_letter,
         "dagster/column_schema": table_schema(DEAD_LETTER_SCHEMA),
+        "dead_letter": item.dead_letter,
+        "reasons": dg.MetadataValue.json(dict(Counter(reasons).most_common())),
+        "path": dg.MetadataValue.path(str(dead_letter_path(etl, key))),
+        "csv_path": dg.MetadataValue.path(str(dead_letter_path(etl, key, ".csv"))),
     }
-    if len(processed) == 1:
-        only = processed[0]
-        records_meta.update(
-            {
-                "dagster/row_count": only.records_out,
-                "source_file": split_partition_key(only.key)[0],
-                "format": str(only.summary.get("format")),
-                "size_bytes": int(only.summary.get("size_bytes") or 0),
-                "sha256": only.summary["sha256"],
-                "seconds": float(only.summary.get("seconds") or 0.0),
-                "path": dg.MetadataValue.path(str(records_path(etl, only.key))),
-            }
-        )
-        dead_meta.update(
-            {
-                "dagster/row_count": only.dead_letter,
-                "path": dg.MetadataValue.path(str(dead_letter_path(etl, only.key))),
-                "csv_path": dg.MetadataValue.path(str(dead_letter_path(etl, only.key, ".csv"))),
-            }
-        )
-    else:
-        # Several partitions in one run: Dagster copies this metadata onto each
-        # partition's materialization, so only totals and the per-file table are given.
-        records_meta["partitions"] = len(processed)
-        records_meta["path"] = dg.MetadataValue.path(str(etl.records_dir))
-        dead_meta["path"] = dg.MetadataValue.path(str(etl.dead_letter_dir))
-    yield dg.MaterializeResult(asset_key=RECORDS, metadata=records_meta)
-    yield dg.MaterializeResult(asset_key=DEAD_LETTER, metadata=dead_meta)
+    selected = context.selected_asset_keys
+    if RECORDS in selected:
+        yield dg.MaterializeResult(asset_key=RECORDS, metadata=records_meta)
+    if DEAD_LETTER in selected:
+        yield dg.MaterializeResult(asset_key=DEAD_LETTER, metadata=dead_meta)
 
 
 # -- over all processed files ------------------------------------------------------------

@@ -8,8 +8,9 @@
 - ``etl_report_sensor``: after a successful ``etl_file_job`` run (so its blocking check
   passed), ``etl_report_job`` refreshes the estimates and the report; a burst of files
   queues one refresh at a time.
-- :func:`register_inbox_partitions`: the sensor's registration without the daemon, for
-  ``bi-platform etl register``.
+- :func:`register_inbox_partitions` and :func:`pending_partitions`: the sensor's
+  registration without the daemon, for ``bi-platform etl register`` and ``bi-platform
+  materialize``.
 """
 
 import json
@@ -33,12 +34,14 @@ from bi_platform.etl.security import AUDIT_DETAIL_MAX, AuditLog
 etl_file_job = dg.define_asset_job(
     "etl_file_job",
     selection=dg.AssetSelection.assets(RECORDS, DEAD_LETTER),
+    executor_def=dg.in_process_executor,
     description="One inbox file into its records and dead-letter queue, then its checks.",
 )
 
 etl_report_job = dg.define_asset_job(
     "etl_report_job",
     selection=dg.AssetSelection.assets(etl_sample_estimates, etl_report),
+    executor_def=dg.in_process_executor,
     description="The stratified estimates and the HTML report over every processed file.",
 )
 
@@ -96,16 +99,16 @@ def register_inbox_partitions(
     )
 
 
-def pending_partition_range(instance: dg.DagsterInstance, keys: Sequence[str]) -> str | None:
-    """``<first>...<last>`` (registration order) spanning those of ``keys`` whose records
-    were never materialized, for ``dagster asset materialize --partition-range``; None
-    when there is nothing to do."""
+def pending_partitions(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[str]:
+    """Those of ``keys`` (registered partitions) whose records were never materialized,
+    in registration order."""
     materialized = instance.get_materialized_partitions(RECORDS)
-    order = list(instance.get_dynamic_partitions(etl_files.name))
-    pending = sorted(order.index(k) for k in keys if k in order and k not in materialized)
-    if not pending:
-        return None
-    return f"{order[pending[0]]}...{order[pending[-1]]}"
+    wanted = set(keys)
+    return [
+        key
+        for key in instance.get_dynamic_partitions(etl_files.name)
+        if key in wanted and key not in materialized
+    ]
 
 
 def _cursor(raw: str | None) -> dict:

@@ -11,14 +11,16 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bi_platform.automation import after_upstream_gates
 from bi_platform.news import pg_schema
 from bi_platform.news.hf_sync import sync_to_hf
 from bi_platform.news.ingest import parse_inbox
 from bi_platform.news.pg_store import load_reference_data, migrate_from_repo
+from bi_platform.news.records import HF_SCHEMA
 from bi_platform.news.reference_data import load_agencies, load_themes
 from bi_platform.news.resources import NewsDatasetRepoResource
-from bi_platform.news.storage import StorageAdapter
-from bi_platform.resources import PostgresResource
+from bi_platform.news.storage import StorageAdapter, StorageBackend
+from bi_platform.resources import PostgresResource, pg_table_schema
 from bi_platform.settings import get_settings
 
 GROUP = "news"
@@ -33,8 +35,34 @@ def news_key(name: str) -> dg.AssetKey:
     return dg.AssetKey([GROUP, name])
 
 
+def inbox_dir() -> Path:
+    """``$BI_PLATFORM_HOME/news/inbox``: the scraper's daily batches ``YYYY-MM-DD.jsonl``."""
+    return get_settings().news_dir / "inbox"
+
+
 def inbox_path(day: str) -> Path:
-    return get_settings().news_dir / "inbox" / f"{day}.jsonl"
+    return inbox_dir() / f"{day}.jsonl"
+
+
+#: ``dagster/column_schema`` of the HF dataset shards (the explicit Arrow schema).
+HF_TABLE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn(
+            name=f.name,
+            type=str(f.type),
+            constraints=dg.TableColumnConstraints(nullable=f.nullable),
+        )
+        for f in HF_SCHEMA
+    ]
+)
+
+
+def news_table_metadata(postgres: PostgresResource) -> dict[str, object]:
+    """Row count and column schema of the ``news`` table as it is now."""
+    with postgres.connection() as conn:
+        total = conn.execute("SELECT count(*) FROM news").fetchone()[0]
+        schema = pg_table_schema(conn, "news")
+    return {"dagster/row_count": total, "dagster/column_schema": schema}
 
 
 class ShardFiles(Mapping[str, pa.Table]):
@@ -54,7 +82,12 @@ class ShardFiles(Mapping[str, pa.Table]):
         return len(self._paths)
 
 
-@dg.asset(key=news_key("hf_news_dataset"), group_name=GROUP, kinds={"huggingface", "parquet"})
+@dg.asset(
+    key=news_key("hf_news_dataset"),
+    group_name=GROUP,
+    kinds={"huggingface", "parquet"},
+    owners=OWNERS,
+)
 def hf_news_dataset(
     context: dg.AssetExecutionContext, news_repo: NewsDatasetRepoResource
 ) -> dg.MaterializeResult:
@@ -81,11 +114,17 @@ def hf_news_dataset(
             "shards": len(months),
             "months": f"{months[0]} .. {months[-1]}" if months else "",
             "dagster/row_count": repo.row_count(),
+            "dagster/column_schema": HF_TABLE_SCHEMA,
         }
     )
 
 
-@dg.asset(key=news_key("news_reference_data"), group_name=GROUP, kinds={"postgres"})
+@dg.asset(
+    key=news_key("news_reference_data"),
+    group_name=GROUP,
+    kinds={"postgres"},
+    owners=OWNERS,
+)
 def news_reference_data(postgres: PostgresResource) -> dg.MaterializeResult:
     """The news schema (versioned migrations) and the reference tables in PostgreSQL:
     agencies (gov.br bodies) and the 3-level theme tree, from the packaged YAML files."""
@@ -95,8 +134,12 @@ def news_reference_data(postgres: PostgresResource) -> dg.MaterializeResult:
     with postgres.connection() as conn:
         counts = load_reference_data(conn, agencies, themes)
         version = pg_schema.schema_status(conn)["current_version"]
+        stored = conn.execute(
+            "SELECT (SELECT count(*) FROM agencies) + (SELECT count(*) FROM themes)"
+        ).fetchone()[0]
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": stored,
             "schema_version": version,
             "migrations_applied": applied,
             "agencies": len(agencies),
@@ -111,6 +154,7 @@ def news_reference_data(postgres: PostgresResource) -> dg.MaterializeResult:
     deps=[hf_news_dataset, news_reference_data],
     group_name=GROUP,
     kinds={"postgres"},
+    owners=OWNERS,
 )
 def news_pg(
     context: dg.AssetExecutionContext,
@@ -122,14 +166,12 @@ def news_pg(
     INSERT ... ON CONFLICT (unique_id) in one transaction, so the migration resumes per
     shard; rejected rows go to news_rejected with the reason, progress to sync_log."""
     report = migrate_from_repo(postgres.resolved_url(), news_repo.open())
-    with postgres.connection() as conn:
-        total = conn.execute("SELECT count(*) FROM news").fetchone()[0]
     context.log.info(
         "migration: %d shards migrated, %d already done", len(report.migrated), len(report.skipped)
     )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": total,
+            **news_table_metadata(postgres),
             "revision": report.revision,
             "shards_migrated": len(report.migrated),
             "shards_skipped": len(report.skipped),
@@ -149,6 +191,7 @@ def news_pg(
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     kinds={"postgres"},
+    owners=OWNERS,
 )
 def news_ingest(
     context: dg.AssetExecutionContext,
@@ -159,7 +202,8 @@ def news_ingest(
     validated, deduplicated and written through the StorageAdapter (STORAGE_BACKEND:
     postgres, huggingface or dual_write). Malformed lines land in news_rejected with
     their line number and reason. A backfill of several days runs them in order in one
-    run."""
+    run. ``dagster/row_count``: the day's stories the store now holds; the ``news``
+    table's own count is observed on ``news/news_pg``."""
     settings = get_settings()
     days = context.partition_keys
     missing = [str(inbox_path(day)) for day in days if not inbox_path(day).exists()]
@@ -169,6 +213,7 @@ def news_ingest(
         settings, conninfo=postgres.resolved_url(), repo=news_repo.open()
     )
     per_day = {}
+    stored = 0
     for day in days:
         path = inbox_path(day)
         batch = parse_inbox(path)
@@ -185,9 +230,17 @@ def news_ingest(
             "rejected_lines": len(batch.rejected),
             **outcome.as_dict(),
         }
+        result = outcome.result
+        stored += result.inserted + result.updated + result.unchanged - result.duplicates
         context.log.info("%s: %s", day, per_day[day])
+    if settings.storage_backend != StorageBackend.HUGGINGFACE:
+        context.log_event(
+            dg.AssetObservation(asset_key=news_pg.key, metadata=news_table_metadata(postgres))
+        )
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": stored,
+            "dagster/column_schema": HF_TABLE_SCHEMA,
             "backend": str(settings.storage_backend),
             "days": len(days),
             "lines": sum(d["lines"] for d in per_day.values()),
@@ -202,7 +255,10 @@ def news_ingest(
     deps=[news_pg, news_ingest],
     group_name=GROUP,
     kinds={"huggingface", "postgres"},
-    automation_condition=dg.AutomationCondition.eager(),
+    owners=OWNERS,
+    # after any ingest, whatever days are missing: the partitions that do not exist are
+    # not waited for (eager() would wait for every day since the start date)
+    automation_condition=after_upstream_gates(ignore_missing=dg.AssetSelection.assets(news_ingest)),
 )
 def hf_news_sync(
     context: dg.AssetExecutionContext,
@@ -212,8 +268,10 @@ def hf_news_sync(
     """PostgreSQL -> HF incremental sync: rows never synced or edited since their last
     sync, grouped by publication month; each affected month's shard is rebuilt from PG
     and all of them go in ONE commit; rows are marked synced with the commit revision
-    only after it succeeds. Memory is bounded by one month, not the dataset."""
-    report = sync_to_hf(postgres.resolved_url(), news_repo.open())
+    only after it succeeds. Memory is bounded by one month, not the dataset. Runs after
+    every ingest (declarative automation) once the upstream blocking checks passed."""
+    repo = news_repo.open()
+    report = sync_to_hf(postgres.resolved_url(), repo)
     context.log.info("sync: %d rows over %d months", report.rows_exported, len(report.months))
     return dg.MaterializeResult(
         metadata={
@@ -223,6 +281,8 @@ def hf_news_sync(
             "rows_marked": report.rows_marked,
             "seconds": round(report.seconds, 3),
             "peak_rss_mb": report.peak_rss_mb or 0.0,
+            "dagster/row_count": repo.row_count(),
+            "dagster/column_schema": HF_TABLE_SCHEMA,
         }
     )
 

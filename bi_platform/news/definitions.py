@@ -12,6 +12,7 @@ from bi_platform.news.automation import (
     news_inbox_sensor,
     news_ingest_daily,
     news_ingest_job,
+    news_setup_job,
 )
 from bi_platform.news.checks import news_checks
 from bi_platform.news.resources import NewsDatasetRepoResource
@@ -19,7 +20,7 @@ from bi_platform.news.resources import NewsDatasetRepoResource
 defs = dg.Definitions(
     assets=news_assets,
     asset_checks=news_checks,
-    jobs=[news_ingest_job, hf_news_sync_job],
+    jobs=[news_setup_job, news_ingest_job, hf_news_sync_job],
     schedules=[news_ingest_daily, hf_news_sync_daily],
     sensors=[news_inbox_sensor],
     resources={"news_repo": NewsDatasetRepoResource()},

@@ -65,3 +65,23 @@ class PostgresResource(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.close()
+
+
+def pg_table_schema(conn: psycopg.Connection, table: str, schema: str = "public") -> dg.TableSchema:
+    """``dagster/column_schema`` of a PostgreSQL table: its columns in order, with their
+    types and NOT NULL constraints, read from ``information_schema``."""
+    rows = conn.execute(
+        "SELECT column_name, data_type, is_nullable = 'NO' FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+        (schema, table),
+    ).fetchall()
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=name,
+                type=data_type,
+                constraints=dg.TableColumnConstraints(nullable=not not_null),
+            )
+            for name, data_type, not_null in rows
+        ]
+    )

@@ -74,6 +74,7 @@ def _typed_table_asset(table: RetailTable) -> dg.AssetsDefinition:
             kinds=TABLE_KINDS,
             owners=OWNERS,
             metadata={"key": ", ".join(table.key)},
+            is_required=False,
         )
     }
     if table.raw_string_columns:
@@ -87,6 +88,7 @@ def _typed_table_asset(table: RetailTable) -> dg.AssetsDefinition:
             io_manager_key=IO_MANAGER,
             kinds={"polars", "parquet"},
             owners=OWNERS,
+            is_required=False,
         )
 
     @dg.multi_asset(
@@ -94,9 +96,11 @@ def _typed_table_asset(table: RetailTable) -> dg.AssetsDefinition:
         outs=outs,
         deps=[raw_key(table.name)],
         group_name=GROUP,
-        can_subset=False,
+        can_subset=True,
     )
     def _clean(context: dg.AssetExecutionContext, retail_exports: RetailExportsResource):
+        """The typed table and its quarantine from one read of the raw export; either
+        can be materialized alone (the other is left as it was)."""
         loaded = retail_exports.load(table)
         context.log.info(
             "%s: raw export %.1f MB read with %s (%s)",
@@ -111,26 +115,29 @@ def _typed_table_asset(table: RetailTable) -> dg.AssetsDefinition:
             "source_engine": str(loaded.engine),
             "source_fallback": loaded.fallback,
         }
+        selected = context.op_execution_context.selected_output_names
         quarantine = quarantine_rows(raw, table)
         if quarantine is None:
             yield dg.Output(typed_table(raw, table), output_name=table.name, metadata=metadata)
             return
         rejected = quarantine.collect(backend="polars")  # small: one row per bad value
         counts = unparsable_counts(rejected)
-        yield dg.Output(
-            typed_table(raw, table),
-            output_name=table.name,
-            metadata={
-                **metadata,
-                "unparsable_values": sum(counts.values()),
-                "unparsable_by_column": counts,
-            },
-        )
-        yield dg.Output(
-            rejected,
-            output_name=quarantine_name(table),
-            metadata={"unparsable_by_column": counts},
-        )
+        if table.name in selected:
+            yield dg.Output(
+                typed_table(raw, table),
+                output_name=table.name,
+                metadata={
+                    **metadata,
+                    "unparsable_values": sum(counts.values()),
+                    "unparsable_by_column": counts,
+                },
+            )
+        if quarantine_name(table) in selected:
+            yield dg.Output(
+                rejected,
+                output_name=quarantine_name(table),
+                metadata={"unparsable_by_column": counts},
+            )
 
     return _clean
 

@@ -183,18 +183,12 @@ def etl() -> None:
 
 
 @etl.command("register")
-@click.option(
-    "--range",
-    "print_range",
-    is_flag=True,
-    help="Print only the pending partition range <first>...<last> (or nothing).",
-)
 @click.pass_obj
-def etl_register(settings: Settings, print_range: bool) -> None:
+def etl_register(settings: Settings) -> None:
     """Register inbox files as etl_files partitions (as the sensor does); audit rejected ones."""
     import dagster as dg
 
-    from bi_platform.etl.automation import pending_partition_range, register_inbox_partitions
+    from bi_platform.etl.automation import pending_partitions, register_inbox_partitions
     from bi_platform.etl.resources import EtlResource
 
     resource = EtlResource()
@@ -202,18 +196,14 @@ def etl_register(settings: Settings, print_range: bool) -> None:
         registered = register_inbox_partitions(
             instance, resource.inbox_dir, resource.max_bytes, resource.audit_path
         )
-        span = pending_partition_range(instance, registered.current)
-    if print_range:
-        if span:
-            click.echo(span)
-        return
+        pending = pending_partitions(instance, registered.current)
     click.echo(
         f"etl: {len(registered.current)} files, {len(registered.added)} new partitions, "
         f"{len(registered.rejected)} rejected"
     )
     for name, reason in registered.rejected:
         click.echo(f"  rejected {name}: {reason}")
-    click.echo(f"pending: {span or 'none'}")
+    click.echo(f"pending: {', '.join(pending) or 'none'}")
 
 
 @main.command()

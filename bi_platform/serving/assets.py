@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from bi_platform.automation import after_upstream_gates
 from bi_platform.retail.assets import materialized_path, table_key
 from bi_platform.serving.warehouse import (
     AGGREGATES,
@@ -57,6 +58,7 @@ def _tables_markdown(tables: dict[str, int]) -> str:
     group_name=GROUP,
     kinds={"duckdb"},
     owners=OWNERS,
+    automation_condition=after_upstream_gates(),
 )
 def bi_warehouse(
     context: dg.AssetExecutionContext, warehouse_duckdb: DuckDBResource
@@ -66,7 +68,9 @@ def bi_warehouse(
     store, sales and stock by segment x store, top products per segment, critical
     rupture by segment x store) and `warehouse_meta` (data_version = this run's id,
     build time, row counts). Built into a new file and swapped in atomically: API readers
-    never see a half-built warehouse, and a new data_version invalidates their caches."""
+    never see a half-built warehouse, and a new data_version invalidates their caches.
+    Rebuilt automatically after the retail tables change, once their blocking checks
+    passed."""
     target = Path(warehouse_duckdb.database)
     sources = {name: materialized_path(context.instance, table_key(name)) for name in SOURCE_TABLES}
     settings = get_settings()

@@ -11,9 +11,11 @@ from bi_platform.serving.assets import (
     serving_checks,
     warehouse_resource,
 )
+from bi_platform.serving.automation import serving_warehouse_job
 
 defs = dg.Definitions(
     assets=serving_assets,
     asset_checks=serving_checks,
+    jobs=[serving_warehouse_job],
     resources={WAREHOUSE_RESOURCE: warehouse_resource()},
 )

@@ -28,7 +28,7 @@ from bi_platform.etl.assets import (
 from bi_platform.etl.automation import (
     etl_inbox_sensor,
     etl_report_sensor,
-    pending_partition_range,
+    pending_partitions,
     register_inbox_partitions,
 )
 from bi_platform.etl.checks import etl_checks
@@ -249,9 +249,7 @@ def test_a_changed_or_vanished_file_fails_with_the_reason(tmp_path: Path, etl_ho
     instance = dg.DagsterInstance.ephemeral()
     etl = EtlResource(etl_dir=str(tmp_path / "etl"))
     registration = register_inbox_partitions(instance, inbox, etl.max_bytes)
-    assert pending_partition_range(instance, registration.current) == "...".join(
-        registration.current
-    )
+    assert pending_partitions(instance, registration.current) == registration.current
     a_key, b_key = registration.current
     (inbox / "a.bin").write_bytes((inbox / "a.bin").read_bytes()[:560])
     (inbox / "b.csv").unlink()
@@ -315,23 +313,40 @@ def test_sensor_adds_new_files_once(tmp_path: Path, etl_home: Path) -> None:
     assert sorted(e["name"] for e in audit) == ["bad_empty.bin", "escape.bin"]  # once each
 
 
-def test_the_multi_asset_needs_both_keys_selected() -> None:
-    """So `--select` must name etl_records and etl_dead_letter together."""
-    defs = dg.Definitions(assets=[etl_ingest_file], resources={"etl": EtlResource()})
-    job = defs.resolve_implicit_global_asset_job_def()
-    with pytest.raises(dg.DagsterInvalidSubsetError, match="does not support subsetting"):
-        job.get_subset(asset_selection={RECORDS})
-    assert job.get_subset(asset_selection={RECORDS, DEAD_LETTER}) is not None
+def test_the_records_can_be_materialized_alone(tmp_path: Path, etl_home: Path) -> None:
+    """`etl/etl_records` alone is a valid selection: the parse writes both files, the run
+    reports only the records (and their reconcile check)."""
+    inbox = tmp_path / "etl" / "inbox"
+    inbox.mkdir(parents=True)
+    shutil.copy(etl_home / "etl" / "inbox" / "export_0001.csv", inbox / "export_0001.csv")
+    instance = dg.DagsterInstance.ephemeral()
+    etl = EtlResource(etl_dir=str(tmp_path / "etl"))
+    (key,) = register_inbox_partitions(instance, inbox, etl.max_bytes).current
+    result = dg.materialize(
+        [etl_ingest_file, *etl_checks],
+        instance=instance,
+        resources={"etl": etl},
+        partition_key=key,
+        selection=dg.AssetSelection.assets(RECORDS),
+    )
+    assert result.success
+    assert {e.asset_key for e in result.get_asset_materialization_events()} == {RECORDS}
+    (event,) = result.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    assert meta["dagster/row_count"].value == meta["records_out"].value > 0
+    assert pending_partitions(instance, [key]) == []
 
 
-def test_cli_registers_then_materializes_a_partition_range(etl_home: Path, tmp_path: Path) -> None:
-    """What `make run` does: register the inbox, then `dagster asset materialize` over
-    the pending partition range (both keys of the multi-asset), then the report. Run
-    outside the checkout, whose .env would point Dagster at the services' instance."""
+def test_cli_materializes_one_file_with_a_selection_users_type(
+    etl_home: Path, tmp_path: Path
+) -> None:
+    """`dagster asset materialize --select etl/etl_records --partition KEY`, then the
+    report job's assets. Run outside the checkout, whose .env would point Dagster at the
+    services' instance."""
     home = tmp_path / "home"
     inbox = home / "etl" / "inbox"
     inbox.mkdir(parents=True)
-    for name in ("records_0001.bin", "bad_utf8.bin", "export_0001.csv", "bad_empty.bin"):
+    for name in ("records_0001.bin", "bad_utf8.bin", "bad_empty.bin"):
         shutil.copy(etl_home / "etl" / "inbox" / name, inbox / name)
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
@@ -345,8 +360,8 @@ def test_cli_registers_then_materializes_a_partition_range(etl_home: Path, tmp_p
     }
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         registration = register_inbox_partitions(instance, inbox, 2 * 2**20)
-        span = pending_partition_range(instance, registration.current)
-    assert len(registration.current) == 3 and span is not None
+        pending = pending_partitions(instance, registration.current)
+    assert len(pending) == 2
 
     def materialize(selection: str, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -355,17 +370,16 @@ def test_cli_registers_then_materializes_a_partition_range(etl_home: Path, tmp_p
             capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
         )  # fmt: skip
 
-    files = materialize(
-        'key:"etl/etl_records" or key:"etl/etl_dead_letter"', "--partition-range", span
-    )
-    assert files.returncode == 0, files.stderr[-3000:]
-    report = materialize('key:"etl/etl_sample_estimates" or key:"etl/etl_report"')
+    for key in pending:
+        files = materialize("etl/etl_records", "--partition", key)
+        assert files.returncode == 0, files.stderr[-3000:]
+    report = materialize("etl/etl_sample_estimates,etl/etl_report")
     assert report.returncode == 0, report.stderr[-3000:]
     assert (home / "etl" / "report" / "report.html").is_file()
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert instance.get_materialized_partitions(RECORDS) == set(registration.current)
-        assert pending_partition_range(instance, registration.current) is None
+        assert pending_partitions(instance, registration.current) == []
         checks = instance.event_log_storage.get_asset_check_execution_history(
             dg.AssetCheckKey(RECORDS, "records_reconcile"), limit=5
         )
-        assert [c.status.value for c in checks] == ["SUCCEEDED"]
+        assert [c.status.value for c in checks] == ["SUCCEEDED", "SUCCEEDED"]

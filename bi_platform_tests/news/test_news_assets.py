@@ -1,6 +1,7 @@
 """The news assets and checks end to end: real PostgreSQL, the local dataset repo, the
 `small` sample profile."""
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def test_migration_ingest_sync_and_gates(home: Path, pg_url: str) -> None:
         migrated = conn.execute("SELECT count(*) FROM news").fetchone()[0]
     assert migrated == repo.row_count() == 5_000
 
+    news_meta = first.asset_materializations_for_node("news__news_pg")[0].metadata
+    assert news_meta["dagster/row_count"].value == migrated
+    columns = [c.name for c in news_meta["dagster/column_schema"].value.columns]
+    assert columns[:2] == ["id", "published_at"] and "content_hash" in columns
+
     ingest = _run([news_ingest], pg_url, partition_key="2026-11-01")
     assert ingest.success
     metadata = ingest.asset_materializations_for_node("news__news_ingest")[0].metadata
@@ -79,16 +85,60 @@ def test_migration_ingest_sync_and_gates(home: Path, pg_url: str) -> None:
             "OR updated_at > synced_to_hf_at"
         ).fetchone()[0]
     assert after_ingest > migrated and rejected > 0 and pending > 0
+    # the day's stories the table now holds, and the table's own count observed on news_pg
+    assert 0 < metadata["dagster/row_count"].value <= after_ingest - migrated + pending
+    (observed,) = [
+        e.event_specific_data.asset_observation
+        for e in ingest.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert observed.asset_key == news_pg.key
+    assert observed.metadata["dagster/row_count"].value == after_ingest
 
     sync = _run([hf_news_sync, *news_checks[:4]], pg_url)
     assert sync.success
     assert all(_checks(sync).values()), _checks(sync)
     assert repo.row_count() == after_ingest
+    sync_meta = sync.asset_materializations_for_node("news__hf_news_sync")[0].metadata
+    assert sync_meta["dagster/row_count"].value == after_ingest
 
 
-def test_inbox_sensor_requests_each_day_once(home: Path) -> None:
-    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral())
-    result = news_inbox_sensor(context)
-    days = sorted(r.partition_key for r in result.run_requests)
-    assert days == sorted(p.stem for p in (home / "news" / "inbox").glob("*.jsonl"))
-    assert len({r.run_key for r in result.run_requests}) == len(days)
+def test_inbox_sensor_requests_each_day_once_and_never_reruns(home: Path) -> None:
+    inbox = home / "news" / "inbox"
+    with dg.instance_for_test() as instance:
+        result = news_inbox_sensor(dg.build_sensor_context(instance=instance))
+        days = [r.partition_key for r in result.run_requests]
+        assert days == sorted(p.stem for p in inbox.glob("*.jsonl"))
+        assert len({r.run_key for r in result.run_requests}) == len(days)
+        # a day already ingested is not requested again, even by a new sensor (no cursor)
+        first = days[0]
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(news_ingest.key, partition=first)
+        )
+        again = news_inbox_sensor(dg.build_sensor_context(instance=instance))
+        assert [r.partition_key for r in again.run_requests] == days[1:]
+        # ... until its file is rewritten
+        path = inbox / f"{first}.jsonl"
+        path.write_bytes(path.read_bytes())
+        later = path.stat().st_mtime + 5
+        os.utime(path, (later, later))
+        rewritten = news_inbox_sensor(dg.build_sensor_context(instance=instance))
+        assert [r.partition_key for r in rewritten.run_requests] == days
+
+
+def test_the_sync_follows_an_ingest_whatever_days_are_missing() -> None:
+    """Declarative automation: one ingested day among many missing ones is enough."""
+    from bi_platform.definitions import defs
+
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(news_pg.key))
+        instance.report_runless_asset_event(dg.AssetMaterialization(hf_news_sync.key))
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert first.get_num_requested(hf_news_sync.key) == 0  # nothing new
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(news_ingest.key, partition="2026-11-03")
+        )
+        second = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=first.cursor
+        )
+        assert second.get_num_requested(hf_news_sync.key) == 1

@@ -36,9 +36,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield tmp_path
 
 
-def _materialize(selection: list | None = None, **kwargs) -> dg.ExecuteInProcessResult:
+def _materialize(assets: list | None = None, **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        selection or ALL,
+        assets or ALL,
         resources=retail_defs.resources,
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -179,3 +179,17 @@ def test_parity_failure_blocks_the_marts(home: Path, monkeypatch: pytest.MonkeyP
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert table_key("admmat") in materialized
     assert table_key("ruptura_critica") not in materialized
+
+
+def test_a_typed_table_can_be_materialized_without_its_quarantine(home: Path) -> None:
+    """`retail/admmat` alone: the table and its checks, the quarantine left as it was."""
+    result = _materialize(
+        [*_clean_only("admmat"), *retail_checks],
+        selection=dg.AssetSelection.assets(table_key("admmat")),
+    )
+    assert result.success
+    written = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert written == {table_key("admmat")}
+    assert not (home / "lake" / "retail" / "admmat_quarantine.parquet").exists()
+    checks = _check_results(result)
+    assert ("retail/admmat", "non_empty") in checks and all(checks.values())

@@ -111,3 +111,39 @@ def test_definitions_wire_the_asset_check_and_resource() -> None:
     (check_key,) = node.check_keys
     assert check_key.name == "warehouse_row_counts_match_lake"
     assert graph.get(check_key).blocking
+
+
+def _retail_updated(instance: dg.DagsterInstance, parity_passed: bool) -> None:
+    """What a retail run leaves in the instance: every table the warehouse reads
+    materialized, their blocking checks evaluated (engine parity as given)."""
+    asset_graph = definitions.defs.resolve_asset_graph()
+    for key in asset_graph.get(bi_warehouse.key).parent_keys:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        for check_key in asset_graph.get(key).check_keys:
+            passed = parity_passed or check_key.name != "engine_parity"
+            instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=key,
+                    check_name=check_key.name,
+                    passed=passed,
+                    blocking=True,
+                )
+            )
+
+
+def test_the_warehouse_follows_retail_only_through_passed_gates() -> None:
+    """Across runs: a failed blocking check upstream stops the warehouse's automation; a
+    retail run whose gates pass starts it."""
+    with dg.instance_for_test() as instance:
+        first = dg.evaluate_automation_conditions(defs=definitions.defs, instance=instance)
+        assert first.get_num_requested(bi_warehouse.key) == 0  # retail never ran
+        _retail_updated(instance, parity_passed=False)
+        blocked = dg.evaluate_automation_conditions(
+            defs=definitions.defs, instance=instance, cursor=first.cursor
+        )
+        assert blocked.get_num_requested(bi_warehouse.key) == 0
+        _retail_updated(instance, parity_passed=True)
+        passed = dg.evaluate_automation_conditions(
+            defs=definitions.defs, instance=instance, cursor=blocked.cursor
+        )
+        assert passed.get_num_requested(bi_warehouse.key) == 1
