@@ -1,4 +1,4 @@
-"""An embedded PostgreSQL cluster under ``$BI_PLATFORM_HOME/postgres``.
+"""An embedded PostgreSQL cluster, normally under ``$BI_PLATFORM_HOME/postgres``.
 
 The cluster is created once with ``initdb`` and started with ``pg_ctl`` on a free
 loopback port. Both programs refuse to run as root, so when this process is root they
@@ -6,13 +6,19 @@ run as an unprivileged OS user (``runuser -u postgres --``) that owns the data
 directory. Every state change happens under a file lock, so two processes calling
 :meth:`LocalPostgres.up` at once start one server.
 
+That OS user must be able to enter every directory above the cluster. When root runs
+with a ``BI_PLATFORM_HOME`` it cannot reach (a clone under ``/root``, mode 0700), the
+cluster lives in ``/var/lib/bi_platform/postgres/<hash of the home path>`` instead:
+:func:`resolve_cluster_root` makes that choice, the same way on every call.
+
 Layout::
 
-    postgres/
+    postgres/          (or /var/lib/bi_platform/postgres/<hash>/)
       data/            PGDATA (owned by the cluster's OS user, mode 0700)
       server.log       the postmaster's log (pg_ctl -l)
       cluster.json     port, superuser and server version of the last start
       .lock            the file lock
+      bi_platform_home the home a shared directory belongs to (shared ones only)
 
 Authentication is ``trust`` and the server listens on 127.0.0.1 only (no Unix socket):
 this runtime is for a developer's machine or CI, not a shared host; a shared or
@@ -22,6 +28,7 @@ production deployment sets ``DATABASE_URL`` instead.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +39,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -47,6 +54,9 @@ DEFAULT_DATABASES = ("bi_platform", "dagster")
 SUPERUSER = "postgres"
 DEFAULT_SEARCH_ROOTS = (Path("/usr/lib/postgresql"),)
 REQUIRED_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+# Where a root-run cluster goes when its OS user cannot reach BI_PLATFORM_HOME.
+SHARED_CLUSTERS_DIR = Path("/var/lib/bi_platform/postgres")
+HOME_MARKER = "bi_platform_home"
 
 INSTALL_HINT = (
     "Install the PostgreSQL server binaries, e.g. on Debian/Ubuntu: "
@@ -154,6 +164,148 @@ def local_url(port: int, database: str, user: str = SUPERUSER) -> str:
     return f"postgresql://{user}@127.0.0.1:{port}/{database}"
 
 
+def owner_can_traverse(directory: Path, uid: int, gids: Collection[int]) -> bool:
+    """Whether a user with ``uid`` and groups ``gids`` may enter ``directory``.
+
+    Judged from the directory's owner, group and mode bits (no ACLs): the owner may, a
+    member of its group needs ``g+x``, anyone else ``o+x``.
+
+    Args:
+        directory: An existing directory.
+        uid: The user's id.
+        gids: The user's primary and supplementary group ids.
+
+    Returns:
+        True when the permission bits let that user traverse ``directory``.
+    """
+    st = directory.stat()
+    if st.st_uid == uid:
+        return True
+    bit = 0o010 if st.st_gid in gids else 0o001
+    return bool(st.st_mode & bit)
+
+
+def unprivileged_identity(os_user: str) -> tuple[int, int, frozenset[int]] | None:
+    """(uid, primary gid, all group ids) of ``os_user``; None when it is missing or root."""
+    try:
+        entry = pwd.getpwnam(os_user)
+    except KeyError:
+        return None
+    if entry.pw_uid == 0:
+        return None
+    groups = frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    return entry.pw_uid, entry.pw_gid, groups
+
+
+def _is_initialized(root: Path) -> bool:
+    return (root / "data" / "PG_VERSION").exists()
+
+
+def _home_reachable(home: Path, uid: int, gids: Collection[int]) -> bool:
+    """Whether every existing directory above ``home`` lets the user through.
+
+    ``home`` itself and anything below it is left out: :class:`LocalPostgres` opens
+    those for traversal itself. Both the path as written and its symlink-free form are
+    checked, since the kernel walks both when it follows a link.
+    """
+    for path in (home, home.resolve()):
+        for parent in path.parents:
+            try:
+                if not owner_can_traverse(parent, uid, gids):
+                    return False
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # created later by this process, like home itself
+    return True
+
+
+def shared_cluster_root(home: Path, shared_base: Path = SHARED_CLUSTERS_DIR) -> Path:
+    """The alternate cluster directory of ``home``: ``<shared_base>/<16 hex>``.
+
+    Args:
+        home: ``BI_PLATFORM_HOME``.
+        shared_base: The directory holding the alternate clusters of every home.
+
+    Returns:
+        ``shared_base`` joined with the first 16 hex digits of the SHA-256 of the
+        resolved ``home`` path (one directory per home, stable across calls).
+    """
+    digest = hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()
+    return Path(shared_base) / digest[:16]
+
+
+def resolve_cluster_root(
+    home: Path, os_user: str, *, shared_base: Path = SHARED_CLUSTERS_DIR
+) -> Path:
+    """The directory of ``home``'s local cluster: ``home/postgres`` or a shared one.
+
+    In order: a cluster already initialised in ``home/postgres``, then one already
+    initialised in :func:`shared_cluster_root`; otherwise ``home/postgres``, unless this
+    process is root and ``os_user`` (who runs the cluster) cannot enter a directory
+    above ``home``, in which case the shared directory. A non-root process, or a root
+    one whose ``os_user`` is missing or root (:class:`LocalPostgres` reports that),
+    always gets ``home/postgres``. Nothing is created or changed.
+
+    Args:
+        home: ``BI_PLATFORM_HOME`` (made absolute here).
+        os_user: The OS user that runs the cluster when this process is root.
+        shared_base: The parent of the shared cluster directories.
+
+    Returns:
+        The cluster's root directory (holding ``data/``, ``server.log``, ...).
+    """
+    home = Path(home).absolute()
+    in_home = home / "postgres"
+    if not LocalPostgres.runs_as_root():
+        return in_home
+    identity = unprivileged_identity(os_user)
+    if identity is None:
+        return in_home
+    shared = shared_cluster_root(home, shared_base)
+    if _is_initialized(in_home):
+        return in_home
+    if _is_initialized(shared):
+        return shared
+    uid, _gid, groups = identity
+    if _home_reachable(home, uid, groups):
+        return in_home
+    log.info(
+        "OS user %s cannot enter a directory above %s: the local PostgreSQL lives in %s",
+        os_user,
+        home,
+        shared,
+    )
+    return shared
+
+
+def prepare_shared_root(root: Path, home: Path, *, shared_base: Path = SHARED_CLUSTERS_DIR) -> None:
+    """Create the shared parents of ``root`` when it is a shared cluster directory.
+
+    ``shared_base`` and its parent are created root-owned with mode 0755 when missing
+    (existing ones are left as they are); ``root`` gets a ``bi_platform_home`` file
+    naming the home it serves. A ``root`` outside ``shared_base`` is left alone.
+
+    Args:
+        root: The cluster directory :func:`resolve_cluster_root` chose.
+        home: ``BI_PLATFORM_HOME``.
+        shared_base: The parent of the shared cluster directories.
+    """
+    shared_base = Path(shared_base)
+    if Path(root).parent != shared_base:
+        return
+    for directory in (shared_base.parent, shared_base):
+        try:
+            directory.mkdir(mode=0o755)
+        except FileExistsError:
+            continue
+        directory.chmod(0o755)  # whatever the umask
+        log.info("created %s (mode 0755)", directory)
+    root.mkdir(mode=0o755, exist_ok=True)
+    marker = root / HOME_MARKER
+    resolved = f"{Path(home).resolve()}\n"
+    if not marker.exists() or marker.read_text() != resolved:
+        marker.write_text(resolved)
+
+
 @dataclass(frozen=True)
 class ClusterStatus:
     """What a look at the cluster directory and the server found."""
@@ -249,8 +401,13 @@ class LocalPostgres:
         return list(argv)
 
     def _owner_ids(self) -> tuple[int, int]:
+        uid, gid, _groups = self._owner_identity()
+        return uid, gid
+
+    def _owner_identity(self) -> tuple[int, int, frozenset[int]]:
+        """(uid, primary gid, all group ids) of the user the cluster runs as."""
         if not self.runs_as_root():
-            return os.geteuid(), os.getegid()
+            return os.geteuid(), os.getegid(), frozenset(os.getgroups()) | {os.getegid()}
         try:
             entry = pwd.getpwnam(self.os_user)
         except KeyError:
@@ -265,7 +422,8 @@ class LocalPostgres:
             raise PostgresRuntimeError(
                 f"BI_PLATFORM_PG_OS_USER={self.os_user!r} is root; it must be unprivileged."
             )
-        return entry.pw_uid, entry.pw_gid
+        groups = frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        return entry.pw_uid, entry.pw_gid, groups
 
     def _run_owned(self, argv: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:
         # cwd: a directory the owner can enter (pg tools complain about an unreadable cwd).
@@ -299,17 +457,13 @@ class LocalPostgres:
         """
         if not self.runs_as_root():
             return
-        uid, gid = self._owner_ids()
+        uid, _gid, groups = self._owner_identity()
         home = self.root.parent
         for parent in reversed(path.parents):
-            st = parent.stat()
-            if st.st_uid == uid:
-                continue
-            bit = 0o010 if st.st_gid == gid else 0o001
-            if st.st_mode & bit:
+            if owner_can_traverse(parent, uid, groups):
                 continue
             if parent == home or home in parent.parents:
-                parent.chmod(st.st_mode | 0o001)
+                parent.chmod(parent.stat().st_mode | 0o001)
                 log.info("granted traversal (o+x) on %s to %s", parent, self.os_user)
                 continue
             raise PostgresRuntimeError(

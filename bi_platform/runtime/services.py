@@ -1,10 +1,12 @@
 """The platform's services as one unit: ``up``, ``down``, ``status``.
 
 With ``DATABASE_URL`` unset, PostgreSQL is the embedded cluster of
-:mod:`bi_platform.runtime.postgres`; with it set, that server is used and nothing local
-is started. Either way ``up`` writes ``$BI_PLATFORM_HOME/services.env`` (the variables
-``dagster.yaml`` and shells need) and installs the Dagster instance config into
-``$DAGSTER_HOME``.
+:mod:`bi_platform.runtime.postgres` in the directory :func:`cluster_root` picks
+(``$BI_PLATFORM_HOME/postgres``, or a shared directory under ``/var/lib/bi_platform``
+when root runs it from a home its OS user cannot reach); with it set, that server is
+used and nothing local is started. Either way ``up`` writes
+``$BI_PLATFORM_HOME/services.env`` (the variables ``dagster.yaml`` and shells need) and
+installs the Dagster instance config into ``$DAGSTER_HOME``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from bi_platform.runtime.postgres import (
     accepts_connections,
     create_databases,
     local_url,
+    prepare_shared_root,
+    resolve_cluster_root,
 )
 from bi_platform.settings import Settings
 
@@ -48,9 +52,36 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
+def cluster_root(settings: Settings) -> Path:
+    """The directory of the local cluster (``data/``, ``server.log``, ``cluster.json``).
+
+    ``$BI_PLATFORM_HOME/postgres``, or, when this process is root and
+    ``BI_PLATFORM_PG_OS_USER`` cannot enter a directory above ``BI_PLATFORM_HOME``,
+    ``/var/lib/bi_platform/postgres/<hash of the home path>``. An initialised cluster
+    in either place keeps being used (see
+    :func:`bi_platform.runtime.postgres.resolve_cluster_root`).
+
+    Args:
+        settings: The platform settings.
+
+    Returns:
+        The cluster's root directory; ``up``, ``down``, ``status`` and
+        :func:`database_url` all use this one.
+    """
+    return resolve_cluster_root(settings.home_dir, settings.bi_platform_pg_os_user)
+
+
 def local_cluster(settings: Settings) -> LocalPostgres:
+    """The local cluster of ``settings``, in :func:`cluster_root` (nothing is created).
+
+    Args:
+        settings: The platform settings.
+
+    Returns:
+        A :class:`LocalPostgres` for the platform's two databases.
+    """
     return LocalPostgres(
-        settings.postgres_dir,
+        cluster_root(settings),
         bin_dir=settings.bi_platform_pg_bin_dir,
         os_user=settings.bi_platform_pg_os_user,
         preferred_port=settings.bi_platform_pg_port,
@@ -67,14 +98,16 @@ class PostgresService:
     running: bool
     url: str | None
     dagster_url: str | None
+    data_dir: Path | None = None  # the local cluster's PGDATA; None when external
 
     def as_json(self) -> dict:
-        """The public shape: secrets masked."""
+        """The public shape: secrets masked, ``data_dir`` as a string (or None)."""
         return {
             "running": self.running,
             "url": mask_password(self.url) if self.url else None,
             "dagster_url": mask_password(self.dagster_url) if self.dagster_url else None,
             "mode": self.mode,
+            "data_dir": str(self.data_dir) if self.data_dir else None,
         }
 
 
@@ -87,12 +120,26 @@ def _external_urls(settings: Settings) -> tuple[str, str]:
 
 
 def postgres_status(settings: Settings) -> PostgresService:
+    """Where the platform's PostgreSQL is and whether it answers (nothing is started).
+
+    Args:
+        settings: The platform settings.
+
+    Returns:
+        The external server (``data_dir`` None) or the local cluster of
+        :func:`cluster_root`.
+    """
     if settings.uses_external_database:
         url, dagster_url = _external_urls(settings)
         return PostgresService("external", accepts_connections(url), url, dagster_url)
-    status = local_cluster(settings).status()
+    cluster = local_cluster(settings)
+    status = cluster.status()
     return PostgresService(
-        "local", status.running, status.url(APP_DATABASE), status.url(DAGSTER_DATABASE)
+        "local",
+        status.running,
+        status.url(APP_DATABASE),
+        status.url(DAGSTER_DATABASE),
+        cluster.data_dir,
     )
 
 
@@ -100,10 +147,11 @@ def database_url(settings: Settings) -> str:
     """The platform database URL: ``DATABASE_URL`` or the running local cluster's."""
     if settings.database_url:
         return settings.database_url
-    status = local_cluster(settings).status()
+    cluster = local_cluster(settings)
+    status = cluster.status()
     if not status.running:
         raise PostgresRuntimeError(
-            f"The local PostgreSQL under {settings.postgres_dir} is not running: run "
+            f"The local PostgreSQL under {cluster.root} is not running: run "
             f"`bi-platform up` (or `make run`), or set DATABASE_URL."
         )
     return local_url(status.port, APP_DATABASE)
@@ -122,11 +170,17 @@ def up(settings: Settings) -> PostgresService:
         service = PostgresService("external", True, url, dagster_url)
         log.info("using external PostgreSQL %s; nothing local started", mask_password(url))
     else:
-        status, started = local_cluster(settings).up()
+        cluster = local_cluster(settings)
+        prepare_shared_root(cluster.root, settings.home_dir)
+        status, started = cluster.up()
         if not started:
             log.info("PostgreSQL already running on port %s: nothing to do", status.port)
         service = PostgresService(
-            "local", True, status.url(APP_DATABASE), status.url(DAGSTER_DATABASE)
+            "local",
+            True,
+            status.url(APP_DATABASE),
+            status.url(DAGSTER_DATABASE),
+            cluster.data_dir,
         )
     install_dagster_instance(settings)
     write_services_env(settings, service)
@@ -138,7 +192,10 @@ def down(settings: Settings) -> bool:
     if settings.uses_external_database:
         log.info("DATABASE_URL is set: no local service to stop")
         return False
-    return local_cluster(settings).down()
+    cluster = local_cluster(settings)
+    if not cluster.root.exists():  # never started here: nothing to stop, nothing to create
+        return False
+    return cluster.down()
 
 
 def services_env(settings: Settings, service: PostgresService) -> dict[str, str]:
@@ -215,11 +272,20 @@ def install_dagster_instance(settings: Settings) -> Path:
 
 
 def status_json(settings: Settings) -> dict:
+    """``{"postgres": {...}}``: running, URLs (masked), mode and data_dir.
+
+    Args:
+        settings: The platform settings.
+
+    Returns:
+        The document ``bi-platform status --json`` prints.
+    """
     return {"postgres": postgres_status(settings).as_json()}
 
 
 __all__ = [
     "PostgresService",
+    "cluster_root",
     "database_url",
     "down",
     "install_dagster_instance",

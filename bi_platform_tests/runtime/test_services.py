@@ -78,7 +78,13 @@ def test_cli_up_status_psql_down(bi_home: Path) -> None:
 def test_status_before_any_up(bi_home: Path) -> None:
     report = json.loads(_cli(bi_home, "status", "--json").stdout)
     assert report == {
-        "postgres": {"running": False, "url": None, "dagster_url": None, "mode": "local"}
+        "postgres": {
+            "running": False,
+            "url": None,
+            "dagster_url": None,
+            "mode": "local",
+            "data_dir": str(bi_home / "postgres" / "data"),
+        }
     }
 
 
