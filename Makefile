@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PROFILE ?= default
 LOAD_SERVICES_ENV := set -a && . "$(BI_PLATFORM_HOME)/services.env" && set +a
 
-.PHONY: help run test ui up down status lint format clean system-deps python-check
+.PHONY: help run test ui up down status lint format clean system-deps python-check update-snapshot
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -49,29 +49,7 @@ up: system-deps $(VENV)/.installed-run  ## start local services (PostgreSQL) and
 
 run: up  ## install, start services, seed sample sources (PROFILE=default), materialize every asset
 	$(BIN)/bi-platform seed --profile $(PROFILE)
-	$(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
-	  --select '* and not key:"news/news_ingest" and not group:etl and not group:cadastral'
-	@# the daily news partitions: every seeded inbox day in one run, then the HF sync
-	@days="$$(ls $(BI_PLATFORM_HOME)/news/inbox/ | sed -n 's/\.jsonl$$//p' | sort)"; \
-	if [ -n "$$days" ]; then \
-	  range="$$(echo "$$days" | head -n1)...$$(echo "$$days" | tail -n1)"; \
-	  $(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
-	    --select 'key:"news/news_ingest"' --partition-range "$$range" && \
-	  $(BIN)/dagster asset materialize -m bi_platform.definitions --select 'key:"news/hf_news_sync"'; \
-	fi
-	@# the ETL inbox: one etl_files partition per file (name@sha256), pending ones in one run
-	@range="$$($(LOAD_SERVICES_ENV) && $(BIN)/bi-platform etl register --range)"; \
-	if [ -n "$$range" ]; then \
-	  $(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
-	    --select 'key:"etl/etl_records" or key:"etl/etl_dead_letter"' --partition-range "$$range"; \
-	fi
-	@if ls $(BI_PLATFORM_HOME)/etl/records/*.json > /dev/null 2>&1; then \
-	  $(LOAD_SERVICES_ENV) && $(BIN)/dagster asset materialize -m bi_platform.definitions \
-	    --select 'key:"etl/etl_sample_estimates" or key:"etl/etl_report"' && \
-	  echo "ETL report: $$(cd $(BI_PLATFORM_HOME) && pwd)/etl/report/report.html"; \
-	fi
-	@# the person registry: one run of the whole group on one Spark session
-	$(LOAD_SERVICES_ENV) && $(BIN)/dagster job execute -m bi_platform.definitions -j cadastral_job
+	$(LOAD_SERVICES_ENV) && $(BIN)/bi-platform materialize
 	@$(BIN)/bi-platform status
 
 test: system-deps $(VENV)/.installed-dev  ## install dev deps, lint, run the test suite
@@ -79,8 +57,14 @@ test: system-deps $(VENV)/.installed-dev  ## install dev deps, lint, run the tes
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-ui: up  ## the Dagster UI (dagster dev) on http://$(UI_HOST):$(UI_PORT)
-	$(LOAD_SERVICES_ENV) && exec $(BIN)/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
+ui: up  ## the Dagster UI (dagster dev: webserver + daemon) on http://$(UI_HOST):$(UI_PORT)
+	@# default signal dispositions: started from a background job, make's children would
+	@# inherit SIGINT ignored and dagster dev would not stop on Ctrl-C
+	$(LOAD_SERVICES_ENV) && exec env --default-signal=INT,TERM \
+	  $(BIN)/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
+
+update-snapshot: $(VENV)/.installed-dev  ## refresh the asset-graph snapshot after a deliberate change
+	$(BIN)/pytest -q bi_platform_tests/test_asset_graph.py --snapshot-update
 
 status:  ## what runs (JSON)
 	@$(BIN)/bi-platform status --json
@@ -96,6 +80,12 @@ format: $(VENV)/.installed-dev  ## ruff fix + format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-clean: down  ## stop services, remove .venv and $(BI_PLATFORM_HOME)
+clean: down  ## stop services, remove .venv, $(BI_PLATFORM_HOME) and its PostgreSQL cluster
+	@# as root under a directory the postgres user cannot enter, the cluster lives in /var/lib
+	@if [ -x $(BIN)/bi-platform ]; then \
+	  data="$$($(BIN)/bi-platform status --json | $(BIN)/python -c \
+	    'import json, sys; print(json.load(sys.stdin)["postgres"].get("data_dir") or "")')"; \
+	  case "$$data" in /var/lib/bi_platform/postgres/*) rm -rf "$$(dirname "$$data")";; esac; \
+	fi
 	if [ -L .env ]; then rm .env; fi
 	rm -rf $(VENV) $(BI_PLATFORM_HOME) .pytest_cache .ruff_cache build *.egg-info

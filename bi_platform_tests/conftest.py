@@ -7,14 +7,21 @@ free port, and stopped at the end of the session.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from bi_platform.runtime import services
 from bi_platform.runtime.postgres import LocalPostgres, local_url, scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +108,82 @@ def spark() -> Iterator[object]:
     finally:
         session.stop()
         shutil.rmtree(local_dir, ignore_errors=True)
+
+
+@dataclass
+class Platform:
+    """A platform as `make run` leaves it, on the `small` profile: `bi-platform up`
+    (against two scratch databases of the session server), `seed`, `materialize`, all
+    through the installed CLI. Commands run outside the checkout (whose .env would point
+    Dagster elsewhere) with :attr:`env`."""
+
+    home: Path
+    env: dict[str, str]
+    materialize: subprocess.CompletedProcess
+    materialize_seconds: float
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
+        """Run ``argv`` (a program of the venv's bin, e.g. ``bi-platform``) in the home."""
+        program = argv[0] if "/" in argv[0] else str(VENV_BIN / argv[0])
+        result = subprocess.run(
+            [program, *argv[1:]],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.home,
+            timeout=timeout,
+            check=False,
+        )
+        if check:
+            assert result.returncode == 0, (
+                f"{' '.join(argv)} exited {result.returncode}\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+            )
+        return result
+
+    @contextlib.contextmanager
+    def instance(self) -> Iterator[dg.DagsterInstance]:
+        """The platform's Dagster instance (PostgreSQL storage), opened in this process."""
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in self.env.items():
+                patch.setenv(key, value)
+            with dg.DagsterInstance.from_config(str(self.dagster_home)) as instance:
+                yield instance
+
+
+@pytest.fixture(scope="session")
+def platform(pg_port: int) -> Iterator[Platform]:
+    """One materialized platform for the tests that drive it as users do (CLI, daemon,
+    browser); they may add inputs to it but never break it for the next one."""
+    admin = local_url(pg_port, "postgres")
+    home = Path(tempfile.mkdtemp(prefix="bi_platform_e2e_"))
+    with (
+        scratch_database(admin, "e2e_app_") as app_url,
+        scratch_database(admin, "e2e_dagster_") as dagster_url,
+    ):
+        env = {
+            **os.environ,
+            "BI_PLATFORM_HOME": str(home),
+            "DATABASE_URL": app_url,
+            "DAGSTER_DATABASE_URL": dagster_url,
+            "ETL_WORKERS": "1",
+            "SPARK_DRIVER_MEMORY": "2g",
+        }
+        env.pop("DAGSTER_HOME", None)
+        platform = Platform(home, env, subprocess.CompletedProcess([], 0), 0.0)
+        platform.run("bi-platform", "up")
+        platform.env.update(services.read_services_env(home / "services.env"))
+        platform.run("bi-platform", "seed", "--profile", "small")
+        started = time.perf_counter()
+        platform.materialize = platform.run("bi-platform", "materialize", check=False)
+        platform.materialize_seconds = time.perf_counter() - started
+        try:
+            yield platform
+        finally:
+            shutil.rmtree(home, ignore_errors=True)

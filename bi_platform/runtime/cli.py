@@ -6,6 +6,7 @@ bi-platform status [--json]   what runs, with secrets masked
 bi-platform env               `export` lines for a shell: eval "$(bi-platform env)"
 bi-platform assets            the asset keys of the code location, one per line
 bi-platform seed              sample sources of every domain (retail, news, etl, cadastral)
+bi-platform materialize       every domain's jobs in dependency order, then a summary
 bi-platform delta ...         history | restore of the cadastral Delta tables (rollback)
 bi-platform etl register      ETL inbox files -> etl_files partitions (as the sensor does)
 bi-platform serve             the BI query API (uvicorn) over the DuckDB warehouse
@@ -96,7 +97,8 @@ def status(settings: Settings, as_json: bool) -> None:
         return
     pg = report["postgres"]
     state = "running" if pg["running"] else "stopped"
-    click.echo(f"postgres ({pg['mode']}): {state} {pg['url'] or ''}".rstrip())
+    where = f" (data {pg['data_dir']})" if pg["data_dir"] else ""
+    click.echo(f"postgres ({pg['mode']}): {state} {pg['url'] or ''}".rstrip() + where)
 
 
 @main.command()
@@ -175,6 +177,92 @@ def seed(settings: Settings, profile: str, rng_seed: int, force: bool) -> None:
         f"change set (+{change.inserted:,} ~{change.updated:,} -{change.deleted:,}) at "
         f"{change.to_date} in {raw_cadastral}"
     )
+
+
+def _print_summary(settings: Settings, outcomes: list, seconds: float) -> bool:
+    """The end of ``bi-platform materialize``: what ran, the checks, where to look next.
+    Returns whether everything succeeded."""
+    runs = [run for step in outcomes for run in step.runs]
+    checks = [check for run in runs for check in run.checks]
+    failed_checks = [c for c in checks if not c.passed]
+    materialized = [key for run in runs for key in run.materialized]
+    ok = all(step.success for step in outcomes)
+    click.echo("")
+    click.echo(f"== bi-platform materialize: {'OK' if ok else 'FAILED'} in {seconds:.0f} s ==")
+    for step in outcomes:
+        if step.skipped or step.error:
+            click.echo(f"  {step.step.name:<16} SKIPPED: {step.skipped or step.error}")
+            continue
+        if not step.runs:
+            click.echo(f"  {step.step.name:<16} nothing to do")
+            continue
+        good = sum(run.success for run in step.runs)
+        seconds_step = sum(run.seconds for run in step.runs)
+        click.echo(
+            f"  {step.step.name:<16} {good}/{len(step.runs)} run(s) ok in {seconds_step:.0f} s"
+        )
+        for run in step.runs:
+            if not run.success:
+                click.echo(f"    FAILED {run.run} (run {run.run_id}): {run.error}")
+    click.echo(
+        f"assets materialized: {len(materialized)} ({len(set(materialized))} distinct) in "
+        f"{len(runs)} run(s)"
+    )
+    click.echo(f"checks: {len(checks) - len(failed_checks)} passed, {len(failed_checks)} failed")
+    for check in sorted(set(failed_checks), key=str):
+        click.echo(f"  failed: {check}{' (blocking)' if check.blocking else ''}")
+    reports = {
+        "retail inventory": settings.reports_dir / "retail_table_inventory.json",
+        "ETL report": settings.etl_dir / "report" / "report.html",
+        "BI warehouse": settings.warehouse_path,
+    }
+    for name, path in reports.items():
+        if path.exists():
+            click.echo(f"{name}: {path.resolve()}")
+    click.echo("query API:  bi-platform serve   (keys: bi-platform api-key create --name me)")
+    click.echo("Dagster UI: make ui             (http://127.0.0.1:3000, runs above included)")
+    return ok
+
+
+@main.command()
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    type=click.Choice(["retail", "serving", "news", "etl", "cadastral"]),
+    help="Only these domains (repeatable). Default: all, in dependency order.",
+)
+@click.pass_obj
+def materialize(settings: Settings, domains: tuple[str, ...]) -> None:
+    """Run every domain's jobs in dependency order on the platform's Dagster instance.
+
+    retail_tables, serving_warehouse, news_setup_job, news_ingest_job (one run per inbox
+    day not ingested yet), hf_news_sync_job, etl_file_job (one run per inbox file not
+    processed yet), etl_report_job, cadastral_job (one run per complete load date not
+    processed yet, oldest first): the partitions the sensors would request. Each run is
+    recorded in the instance (see them with `make ui`). Ends with a summary; exits 1 if a
+    run failed.
+    """
+    import time
+
+    import dagster as dg
+
+    from bi_platform.definitions import defs
+    from bi_platform.orchestration.plan import steps_for
+    from bi_platform.orchestration.runner import run_steps
+
+    if not (settings.dagster_home_dir / "dagster.yaml").exists():
+        _fail(PostgresRuntimeError("no Dagster instance: run `bi-platform up` first"))
+    started = time.perf_counter()
+
+    def progress(run) -> None:
+        state = "ok" if run.success else "FAILED"
+        click.echo(f"  {state:<6} {run.run} {run.seconds:6.1f} s  {len(run.materialized)} assets")
+
+    with dg.DagsterInstance.from_config(str(settings.dagster_home_dir)) as instance:
+        outcomes = run_steps(defs, instance, steps_for(domains or None), on_run=progress)
+    if not _print_summary(settings, outcomes, time.perf_counter() - started):
+        sys.exit(1)
 
 
 @main.group()
