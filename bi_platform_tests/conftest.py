@@ -26,6 +26,26 @@ from bi_platform.runtime.postgres import LocalPostgres, local_url, scratch_datab
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+#: Screenshots and other files a test leaves for people to look at (git-ignored).
+ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
+#: Headless Chromium on a machine with no network beyond the package registries.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_executable() -> str:
+    """Debian's chromium (installed by `make system-deps`)."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("chromium is not installed (browser tests need it): run `make system-deps`")
+    return exe
 
 
 def bi_platform_cli() -> str:

@@ -25,7 +25,7 @@ from bi_platform.cadastral.pipeline import KEY, consolidated_with_hash
 from bi_platform.cadastral.reference import SOURCE_TABLES
 from bi_platform.cadastral.resources import CadastralSparkResource, version_for_load_date
 from bi_platform.cadastral.sources import read_source
-from bi_platform.resources import PostgresResource
+from bi_platform.resources import PostgresResource, pg_table_schema
 from bi_platform.settings import get_settings
 
 GROUP = "cadastral"
@@ -399,6 +399,8 @@ def cadastral_pg_sync(
         full_compare=config.full_compare,
         retries=get_settings().cadastral_sync_retries,
     )
+    with postgres.connection() as conn:
+        pg_schema = pg_table_schema(conn, PG_TABLE, schema="cadastral")
     context.log.info(
         "synced Delta v%s into cadastral.%s (%s): +%d ~%d -%d =%d in %.1f s",
         version,
@@ -423,6 +425,7 @@ def cadastral_pg_sync(
             "partitions": result.partitions,
             "retries": result.retries,
             "dagster/row_count": result.inserted + result.updated + result.unchanged,
+            "dagster/column_schema": pg_schema,
             "pg_table": f"cadastral.{PG_TABLE}",
             "database": postgres.masked_url,
         }

@@ -298,6 +298,27 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     write_bytes_atomic(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
 
 
+ESTIMATE_FIELDS = (
+    "column",
+    "estimate",
+    "standard_error",
+    "ci_low",
+    "ci_high",
+    "exact",
+    "relative_error",
+    "covers",
+)
+#: One row per estimated total (estimates.csv).
+ESTIMATES_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn(
+            name, "string" if name == "column" else "bool" if name == "covers" else "float"
+        )
+        for name in ESTIMATE_FIELDS
+    ]
+)
+
+
 @dg.asset(
     key=etl_key("etl_sample_estimates"),
     deps=[RECORDS],
@@ -344,6 +365,8 @@ def etl_sample_estimates(
     context.log.info("estimates over %d files: %s", len(files), per_column)
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": len(result.estimates),
+            "dagster/column_schema": ESTIMATES_SCHEMA,
             "files": len(files),
             "superseded_partitions": superseded,
             "population": result.population,
@@ -362,18 +385,6 @@ def etl_sample_estimates(
             "path": dg.MetadataValue.path(str(etl.estimates_dir / ESTIMATES_FILE)),
         }
     )
-
-
-ESTIMATE_FIELDS = (
-    "column",
-    "estimate",
-    "standard_error",
-    "ci_low",
-    "ci_high",
-    "exact",
-    "relative_error",
-    "covers",
-)
 
 
 def estimates_csv(estimates: dict[str, Any]) -> str:
@@ -399,7 +410,7 @@ def etl_report(context: dg.AssetExecutionContext, etl: EtlResource) -> dg.Materi
     reasons, input files with their sha256, the run configuration, timings and the system
     profile; report.json (its data) and estimates.csv beside it in
     $BI_PLATFORM_HOME/etl/report. The previous report moves to etl/backup/<UTC time>/
-    (the last ETL_BACKUP_KEEP are kept)."""
+    (the last ETL_BACKUP_KEEP are kept). ``dagster/row_count``: the records it covers."""
     started = time.perf_counter()
     estimates_path = etl.estimates_dir / ESTIMATES_FILE
     if not estimates_path.is_file():
@@ -443,6 +454,7 @@ def etl_report(context: dg.AssetExecutionContext, etl: EtlResource) -> dg.Materi
     context.log.info("report written to %s", written["report.html"])
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": records_out,
             "path": dg.MetadataValue.path(str(written["report.html"])),
             "json_path": dg.MetadataValue.path(str(written["report.json"])),
             "files": len(files),

@@ -5,14 +5,16 @@
   nothing, a changed file a new partition) and each starts its ``etl_file_job`` run;
   rejected files (unsafe name, symlink escaping the inbox, too large, empty, unsupported
   type) are written to the audit log once, never read.
-- ``etl_report_sensor``: after a successful ``etl_file_job`` run (so its blocking check
-  passed), ``etl_report_job`` refreshes the estimates and the report; a burst of files
-  queues one refresh at a time.
+- ``etl_report_sensor`` (every 30 s): when the files that count (the latest version of
+  each whose run succeeded, so its blocking check passed) differ from those the published
+  estimates cover, ``etl_report_job`` refreshes the estimates and the report; one refresh
+  at a time, a burst of files makes one refresh.
 - :func:`register_inbox_partitions` and :func:`pending_partitions`: the sensor's
   registration without the daemon, for ``bi-platform etl register`` and ``bi-platform
   materialize``.
 """
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,10 +24,12 @@ import dagster as dg
 
 from bi_platform.etl.assets import (
     DEAD_LETTER,
+    ESTIMATES_FILE,
     RECORDS,
     etl_files,
     etl_report,
     etl_sample_estimates,
+    processed_files,
 )
 from bi_platform.etl.inbox import InboxFile, hash_cache, scan_inbox
 from bi_platform.etl.resources import EtlResource
@@ -143,15 +147,26 @@ def etl_inbox_sensor(context: dg.SensorEvaluationContext, etl: EtlResource) -> d
     )
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[etl_file_job],
-    request_job=etl_report_job,
-    minimum_interval_seconds=30,
-)
-def etl_report_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
-    """A successful file run refreshes the estimates and the report, unless a refresh is
-    already waiting to start (it will include this file)."""
+def report_is_stale(instance: dg.DagsterInstance, etl: EtlResource) -> tuple[bool, list[str]]:
+    """Whether the published estimates cover other files than those that count now
+    (:func:`~bi_platform.etl.assets.processed_files`: latest successful version of each
+    file); and those keys."""
+    files, _ = processed_files(instance, etl)
+    keys = sorted(f.key for f in files)
+    published = etl.estimates_dir / ESTIMATES_FILE
+    try:
+        covered = sorted(json.loads(published.read_text()).get("partitions") or [])
+    except (OSError, ValueError):
+        covered = None
+    return bool(keys) and keys != covered, keys
+
+
+@dg.sensor(job=etl_report_job, minimum_interval_seconds=30)
+def etl_report_sensor(context: dg.SensorEvaluationContext, etl: EtlResource) -> dg.SensorResult:
+    """Refresh the estimates and the report when the files that count (each file's latest
+    version whose run succeeded, so its blocking check passed) differ from those the
+    published estimates cover; one refresh at a time. It compares states rather than
+    reacting to run events, so nothing is missed while it is stopped or starting."""
     waiting = context.instance.get_runs(
         filters=dg.RunsFilter(
             job_name=etl_report_job.name,
@@ -159,11 +174,17 @@ def etl_report_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.
                 dg.DagsterRunStatus.QUEUED,
                 dg.DagsterRunStatus.NOT_STARTED,
                 dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
             ],
         ),
         limit=1,
     )
     if waiting:
-        return dg.SkipReason(f"a report refresh is already queued ({waiting[0].run_id})")
-    keys = context.dagster_run.tags.get("dagster/partition", "")
-    return dg.RunRequest(run_key=f"after:{context.dagster_run.run_id}", tags={"etl/after": keys})
+        return dg.SensorResult(skip_reason=f"a report refresh is running ({waiting[0].run_id})")
+    stale, keys = report_is_stale(context.instance, etl)
+    if not stale:
+        return dg.SensorResult(skip_reason="the report covers every processed file")
+    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"files:{digest}", tags={"etl/files": str(len(keys))})]
+    )

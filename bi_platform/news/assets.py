@@ -161,7 +161,8 @@ def news_pg(
     postgres: PostgresResource,
     news_repo: NewsDatasetRepoResource,
 ) -> dg.MaterializeResult:
-    """The news table in PostgreSQL, the source of truth. Materializing it migrates the
+    """The news table in PostgreSQL, the source of truth (every ingest also reports a
+    materialization of it, with the table's new row count). Materializing it migrates the
     HF dataset into it: each month shard is COPYed into a staging table and merged with
     INSERT ... ON CONFLICT (unique_id) in one transaction, so the migration resumes per
     shard; rejected rows go to news_rejected with the reason, progress to sync_log."""
@@ -202,8 +203,9 @@ def news_ingest(
     validated, deduplicated and written through the StorageAdapter (STORAGE_BACKEND:
     postgres, huggingface or dual_write). Malformed lines land in news_rejected with
     their line number and reason. A backfill of several days runs them in order in one
-    run. ``dagster/row_count``: the day's stories the store now holds; the ``news``
-    table's own count is observed on ``news/news_pg``."""
+    run. ``dagster/row_count``: the day's stories the store now holds. With PostgreSQL
+    written (``postgres``, ``dual_write``), ``news/news_pg`` gets a materialization too:
+    the table changed, and its row count and schema are the table's after the ingest."""
     settings = get_settings()
     days = context.partition_keys
     missing = [str(inbox_path(day)) for day in days if not inbox_path(day).exists()]
@@ -234,8 +236,13 @@ def news_ingest(
         stored += result.inserted + result.updated + result.unchanged - result.duplicates
         context.log.info("%s: %s", day, per_day[day])
     if settings.storage_backend != StorageBackend.HUGGINGFACE:
+        # the ingest changed the news table: a materialization of news_pg with its new count
         context.log_event(
-            dg.AssetObservation(asset_key=news_pg.key, metadata=news_table_metadata(postgres))
+            dg.AssetMaterialization(
+                asset_key=news_pg.key,
+                description=f"news_ingest {', '.join(days)} wrote into the news table",
+                metadata={**news_table_metadata(postgres), "written_by": "news_ingest"},
+            )
         )
     return dg.MaterializeResult(
         metadata={

@@ -181,6 +181,21 @@ def materialized_path(instance: dg.DagsterInstance, key: dg.AssetKey) -> Path:
     return Path(str(event.asset_materialization.metadata["path"].value))
 
 
+#: One row per lake table in the inventory JSON's ``tables``.
+INVENTORY_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("name", "string", "the lake table"),
+        dg.TableColumn("path", "string", "its Parquet file or directory"),
+        dg.TableColumn("files", "int", "Parquet files"),
+        dg.TableColumn("size_mb", "float", "size on disk"),
+        dg.TableColumn("rows", "int", "rows, from the Parquet footers"),
+        dg.TableColumn("columns", "int", "columns"),
+        dg.TableColumn("engine", "string", "polars or dask under the threshold in force"),
+        dg.TableColumn("reason", "string", "why that engine"),
+    ]
+)
+
+
 @dg.asset(
     key=table_key("table_inventory"),
     deps=LAKE_TABLES,
@@ -198,6 +213,8 @@ def table_inventory(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     path = write_json_atomic(report, get_settings().reports_dir / "retail_table_inventory.json")
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": report["total_tables"],
+            "dagster/column_schema": INVENTORY_SCHEMA,
             "path": str(path),
             "threshold_mb": report["threshold_mb"],
             "total_rows": report["total_rows"],

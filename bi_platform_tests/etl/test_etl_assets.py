@@ -218,27 +218,33 @@ def test_estimates_and_report_with_backup(pipeline: Pipeline) -> None:
     assert (backups[0] / "report.html").is_file()
 
 
-def test_a_successful_file_run_requests_one_report_refresh(pipeline: Pipeline) -> None:
+def test_the_report_refreshes_when_the_files_that_count_change(pipeline: Pipeline) -> None:
+    """The report sensor compares the files that count with those the published
+    estimates cover: nothing to do after the pipeline, one refresh after a new file's
+    successful run, nothing again once the refresh published it."""
+    etl = EtlResource()
+
+    def tick() -> dg.SensorResult:
+        context = dg.build_sensor_context(instance=pipeline.instance, resources={"etl": etl})
+        return etl_report_sensor(context)
+
+    assert tick().run_requests == []
+    shutil.copy(etl.inbox_dir / "records_0002.bin", etl.inbox_dir / "late_0002.bin")
+    registration = register_inbox_partitions(pipeline.instance, etl.inbox_dir, etl.max_bytes)
+    (late,) = [k for k in registration.added if k.startswith("late_0002.bin@")]
     job = defs.resolve_job_def("etl_file_job")
-    key = pipeline.key_of("records_0002.bin")
-    run = job.execute_in_process(
-        partition_key=key, instance=pipeline.instance, resources={"etl": EtlResource()}
-    )
+    run = job.execute_in_process(partition_key=late, instance=pipeline.instance)
     assert run.success
     assert {e.check_name for e in run.get_asset_check_evaluations()} == {
         "records_reconcile",
         "dead_letter_rate",
     }
-    context = dg.build_run_status_sensor_context(
-        sensor_name=etl_report_sensor.name,
-        dagster_event=run.get_run_success_event(),
-        dagster_instance=pipeline.instance,
-        dagster_run=run.dagster_run,
-    )
-    request = etl_report_sensor(context)
-    assert isinstance(request, dg.RunRequest)
-    assert request.run_key == f"after:{run.run_id}"
-    assert request.tags["etl/after"] == key
+    (request,) = tick().run_requests
+    assert request.run_key.startswith("files:")
+    assert tick().run_requests[0].run_key == request.run_key  # same state, same key
+    refresh = defs.resolve_job_def("etl_report_job").execute_in_process(instance=pipeline.instance)
+    assert refresh.success
+    assert tick().run_requests == []
 
 
 def test_a_changed_or_vanished_file_fails_with_the_reason(tmp_path: Path, etl_home: Path) -> None:

@@ -4,7 +4,6 @@ makes no network request, draws the SVG charts, and leaves a full-page screensho
 from __future__ import annotations
 
 import logging
-import shutil
 import struct
 from pathlib import Path
 
@@ -12,29 +11,10 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from bi_platform.etl.report import render_report
+from bi_platform_tests.conftest import CHROMIUM_ARGS, chromium_executable
 from bi_platform_tests.etl.test_report import realistic_context
 
 logger = logging.getLogger(__name__)
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_executable() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.fail(
-            "chromium is not installed (needed for the ETL report browser test): "
-            "run `make system-deps`"
-        )
-    return exe
 
 
 def png_size(data: bytes) -> tuple[int, int]:

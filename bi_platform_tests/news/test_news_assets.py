@@ -75,7 +75,11 @@ def test_migration_ingest_sync_and_gates(home: Path, pg_url: str) -> None:
 
     ingest = _run([news_ingest], pg_url, partition_key="2026-11-01")
     assert ingest.success
-    metadata = ingest.asset_materializations_for_node("news__news_ingest")[0].metadata
+    (metadata,) = [
+        e.materialization.metadata
+        for e in ingest.get_asset_materialization_events()
+        if e.materialization.asset_key == news_ingest.key
+    ]
     assert metadata["rejected_lines"].value > 0
     with psycopg.connect(pg_url) as conn:
         after_ingest = conn.execute("SELECT count(*) FROM news").fetchone()[0]
@@ -85,15 +89,14 @@ def test_migration_ingest_sync_and_gates(home: Path, pg_url: str) -> None:
             "OR updated_at > synced_to_hf_at"
         ).fetchone()[0]
     assert after_ingest > migrated and rejected > 0 and pending > 0
-    # the day's stories the table now holds, and the table's own count observed on news_pg
+    # the day's stories the table now holds; news_pg materialized with the table's count
     assert 0 < metadata["dagster/row_count"].value <= after_ingest - migrated + pending
-    (observed,) = [
-        e.event_specific_data.asset_observation
-        for e in ingest.all_events
-        if e.event_type_value == "ASSET_OBSERVATION"
+    table = [
+        e.materialization
+        for e in ingest.get_asset_materialization_events()
+        if e.materialization.asset_key == news_pg.key
     ]
-    assert observed.asset_key == news_pg.key
-    assert observed.metadata["dagster/row_count"].value == after_ingest
+    assert [t.metadata["dagster/row_count"].value for t in table] == [after_ingest]
 
     sync = _run([hf_news_sync, *news_checks[:4]], pg_url)
     assert sync.success
