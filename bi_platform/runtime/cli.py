@@ -341,10 +341,13 @@ def api_key_create(settings: Settings, name: str, segments: str | None) -> None:
     """Create a key; its secret is printed once (only its hash is stored)."""
     from bi_platform.retail.schema import SEGMENTS
     from bi_platform.serving.auth import ApiKeyStore
+    from bi_platform.serving.text import canonical_text
 
     wanted = None
     if segments is not None:
-        wanted = [s.strip() for s in segments.split(",") if s.strip()]
+        # canonical (NFC, trimmed) before the check: an NFD or padded spelling of a known
+        # segment is that segment, and is stored NFC
+        wanted = [canonical_text(s) for s in segments.split(",") if canonical_text(s)]
         unknown = [s for s in wanted if s not in SEGMENTS]
         if not wanted or unknown:
             _fail(

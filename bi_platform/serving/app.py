@@ -8,8 +8,11 @@ or ``?format=csv``; text cells neutralised against spreadsheet formulas). ``/hea
 plus parameters that :func:`~bi_platform.serving.queries.resolve` validates and types.
 
 Per request: authenticate (``X-API-Key`` or ``Authorization: Bearer``; 401), count it
-against the key's rate limit (429 + ``Retry-After``), intersect the key's segments with the
-requested ``segments`` (403 outside them), then look the result up in the cache under
+against the key's rate limit (429 + ``Retry-After``), put every query-string value and the
+key's segments in their canonical form (:func:`~bi_platform.serving.text.canonical_text`:
+Unicode NFC, trimmed -- the NFC and NFD spellings of a segment are one segment, one
+result and one cache entry), intersect the key's segments with the requested
+``segments`` (403 outside them), then look the result up in the cache under
 ``cache_key(name, params + format, data_version, effective segments)``. A miss runs the
 query on a pooled read-only connection in the threadpool and stores the *serialized* body;
 a hit returns those bytes as they are (the JSON envelope's ``cached`` flag is spliced in,
@@ -51,6 +54,7 @@ from bi_platform.serving.ratelimit import (
     make_limiter,
     rate_limit_exceeded_handler,
 )
+from bi_platform.serving.text import canonical_text
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +210,12 @@ def csv_payload(table: pa.Table) -> bytes:
 # Request parsing
 # --------------------------------------------------------------------------------------
 def _split_segments(values: list[str]) -> tuple[str, ...]:
+    """The known segments named in comma-separated ``values`` (canonical, case-insensitive),
+    in their :data:`SEGMENTS` spelling."""
     wanted: set[str] = set()
     for value in values:
         for part in value.split(","):
-            segment = part.strip()
+            segment = canonical_text(part)
             if not segment:
                 raise ClientError(422, "segments: empty segment name", "segments")
             match = next((s for s in SEGMENTS if s.casefold() == segment.casefold()), None)
@@ -234,7 +240,14 @@ def _negotiate(explicit: str | None, accept: str) -> str:
 
 
 def parse_request(name: str, request: Request, key_segments: tuple[str, ...] | None) -> _Request:
-    """Validate everything the client sent; raise :class:`ClientError` (4xx) otherwise."""
+    """Validate everything the client sent; raise :class:`ClientError` (4xx) otherwise.
+
+    Every value and ``key_segments`` are taken in their canonical form (NFC, trimmed)
+    before validation and the row-level-security intersection, so the returned
+    parameters and segments -- and the cache key made of them -- do not depend on the
+    spelling."""
+    if key_segments is not None:
+        key_segments = tuple(sorted({canonical_text(s) for s in key_segments}))
     if len(name) > 128 or name not in CATALOG:
         raise ClientError(404, "unknown query (see GET /api/v1/queries)")
     if len(request.scope.get("query_string", b"")) > MAX_QUERY_STRING:
@@ -251,6 +264,7 @@ def parse_request(name: str, request: Request, key_segments: tuple[str, ...] | N
             raise ClientError(422, f"{shown}: longer than {MAX_VALUE_LENGTH} characters", shown)
         if "\x00" in value:
             raise ClientError(422, f"{shown}: control characters are not allowed", shown)
+        value = canonical_text(value)
         if key == "segments":
             segment_values.append(value)
             continue

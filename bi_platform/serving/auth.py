@@ -3,10 +3,14 @@
 A key's secret is ``bik_<key_id>_<token>`` and is shown once, by :meth:`ApiKeyStore.create`;
 the file keeps only its SHA-256 (the token carries 256 random bits, so a plain hash is
 enough) next to the key's id, name, segments (the ``NOMESEGMENTO`` values it may read;
-``None`` means all) and creation / revocation times. Writes hold a file lock and replace
-the file atomically (mode 0600); :meth:`ApiKeyStore.verify` serves from memory and reloads
-when the file changes, so a key revoked by ``bi-platform api-key revoke`` stops working in
-running servers at their next request. Secrets are never logged.
+``None`` means all) and creation / revocation times. Segments are kept in their canonical
+form (:func:`~bi_platform.serving.text.canonical_text`: Unicode NFC, trimmed), whether
+given to :meth:`ApiKeyStore.create` or read from a file written with another spelling
+(e.g. NFD), so a key matches the warehouse's NFC values whatever spelling created it.
+Writes hold a file lock and replace the file atomically (mode 0600);
+:meth:`ApiKeyStore.verify` serves from memory and reloads when the file changes, so a key
+revoked by ``bi-platform api-key revoke`` stops working in running servers at their next
+request. Secrets are never logged.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from bi_platform.serving.text import canonical_text
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +58,16 @@ class ApiKey:
 
     key_id: str
     name: str
-    #: The ``NOMESEGMENTO`` values the key may read; ``None``: every segment.
+    #: The ``NOMESEGMENTO`` values the key may read, canonical (NFC, trimmed), sorted and
+    #: distinct whatever spelling they were given in; ``None``: every segment.
     segments: tuple[str, ...] | None
     created_at: str
     revoked_at: str | None
+
+    def __post_init__(self) -> None:
+        if self.segments is not None:
+            canonical = tuple(sorted({canonical_text(s) for s in self.segments}))
+            object.__setattr__(self, "segments", canonical)
 
     @property
     def revoked(self) -> bool:
@@ -75,7 +87,7 @@ def _check_segments(segments: Sequence[str] | None) -> tuple[str, ...] | None:
         return None
     if isinstance(segments, str | bytes):
         raise TypeError("segments must be a sequence of strings or None, not a string")
-    values = tuple(sorted({str(s).strip() for s in segments}))
+    values = tuple(sorted({canonical_text(str(s)) for s in segments}))
     if not values or any(not s for s in values):
         raise ValueError("segments must be non-empty strings (or None for every segment)")
     return values

@@ -10,14 +10,17 @@ both for every query over a range of parameters and segment restrictions
 
 Parameters are validated and typed by
 :func:`~bi_platform.retail.queries.validate_params` (unknown names, wrong types, values
-outside the choices or range raise :class:`QueryParameterError`); values reach DuckDB as
-bound parameters (or, on the reference path, constant expressions built by narwhals),
-never as SQL text. Clients name a query and pass parameters; they never send SQL.
+outside the choices or range raise :class:`QueryParameterError`) after every text value
+is put in its canonical form (:func:`~bi_platform.serving.text.canonical_text`: Unicode
+NFC, trimmed), so the NFC and NFD spellings of a segment are the same value. Values reach
+DuckDB as bound parameters (or, on the reference path, constant expressions built by
+narwhals), never as SQL text. Clients name a query and pass parameters; they never send
+SQL.
 
-Row-level security: ``segments`` (the caller's allowed ``NOMESEGMENTO`` values; ``None``
-means unrestricted) filter the source rows *before* every query, as in
-:func:`~bi_platform.retail.queries.run_query` (every pre-aggregate keeps the segment in
-its grain, and every statement filters by it before aggregating).
+Row-level security: ``segments`` (the caller's allowed ``NOMESEGMENTO`` values, taken in
+their canonical form; ``None`` means unrestricted) filter the source rows *before* every
+query, as in :func:`~bi_platform.retail.queries.run_query` (every pre-aggregate keeps the
+segment in its grain, and every statement filters by it before aggregating).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from bi_platform.retail.queries import (
 )
 from bi_platform.serving.pool import ConnectionPool
 from bi_platform.serving.sql import run as run_sql
+from bi_platform.serving.text import canonical_text
 from bi_platform.serving.warehouse import SERVING_AGGREGATES
 
 logger = logging.getLogger(__name__)
@@ -109,12 +113,17 @@ def catalog() -> list[dict[str, Any]]:
 
 
 def resolve(name: str, params: Mapping[str, Any] | None = None) -> tuple[BusinessQuery, dict]:
-    """The query called ``name`` and its validated parameters; raise
-    :class:`UnknownQueryError` or :class:`QueryParameterError`."""
+    """The query called ``name`` and its validated parameters (text values in their
+    canonical form first); raise :class:`UnknownQueryError` or
+    :class:`QueryParameterError`."""
     if not isinstance(name, str) or name not in CATALOG:
         raise UnknownQueryError(str(name))
     query = CATALOG[name]
-    return query, validate_params(query, params)
+    canonical = {
+        key: canonical_text(value) if isinstance(value, str) else value
+        for key, value in (params or {}).items()
+    }
+    return query, validate_params(query, canonical)
 
 
 def _check_segments(segments: Collection[str] | None) -> list[str] | None:
@@ -124,7 +133,7 @@ def _check_segments(segments: Collection[str] | None) -> list[str] | None:
         raise TypeError(
             f"segments must be a collection of NOMESEGMENTO strings or None, got {segments!r}"
         )
-    return sorted(set(segments))
+    return sorted({canonical_text(s) for s in segments})
 
 
 def execute(
