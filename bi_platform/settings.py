@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     dask_scheduler_address: str | None = Field(
         None, description="tcp://host:8786 of a Dask cluster. Unset: local threads."
     )
+    verify_checksums: bool = Field(
+        True,
+        description=(
+            "Decode every page (checksums checked) of each Parquet file version before "
+            "its first read by the retail IO layer; false: trust the files."
+        ),
+    )
 
     # -- news: the HuggingFace dataset repo -------------------------------------------
     hf_repo_id: str | None = Field(

@@ -93,10 +93,12 @@ def _met(value: float, op: str, bound: float) -> bool:
 # --------------------------------------------------------------------------------------
 def _build_child(home: str, profile: str, target: str, version: str) -> None:
     """In a child process with ``BI_PLATFORM_HOME=home``: seed the retail exports of
-    ``profile``, materialize the retail tables, build the warehouse at ``target``."""
+    ``profile``, materialize the retail tables (their checks publish them), build the
+    warehouse at ``target``."""
     import dagster as dg
 
     from bi_platform.retail.assets import mart_assets, raw_exports, typed_tables
+    from bi_platform.retail.checks import retail_checks
     from bi_platform.retail.definitions import defs as retail_defs
     from bi_platform.sample_data.retail import write_retail_exports
     from bi_platform.serving.warehouse import build_warehouse
@@ -105,7 +107,7 @@ def _build_child(home: str, profile: str, target: str, version: str) -> None:
     write_retail_exports(root / "raw" / "retail", profile)
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
-            [*raw_exports, *typed_tables, *mart_assets],
+            [*raw_exports, *typed_tables, *mart_assets, *retail_checks],
             resources=retail_defs.resources,
             instance=instance,
         )

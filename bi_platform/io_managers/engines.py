@@ -53,6 +53,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
 
+from bi_platform.io_managers.integrity import (
+    PAGE_CHECKSUM_OPTIONS,
+    VerifiedFiles,
+    check_parts_consistent,
+    verify_pages,
+)
+
 if TYPE_CHECKING:
     from distributed import Client
 
@@ -158,6 +165,9 @@ class EngineConfig:
     ``polars_enabled=False`` / ``force_dask=True``: narwhals loads always use Dask.
     ``validate_integrity``: check a Dask fallback's result against the Parquet footers.
     ``dask_scheduler_address``: run Dask on that ``distributed`` scheduler.
+    ``verify_checksums``: before any read, decode every page of each file version not
+    verified yet, checksums checked (:mod:`bi_platform.io_managers.integrity`);
+    ``verified_cache_dir`` remembers the verified versions (None: verify every read).
     """
 
     polars_threshold_mb: str | float = "500"
@@ -165,6 +175,8 @@ class EngineConfig:
     force_dask: bool = False
     validate_integrity: bool = True
     dask_scheduler_address: str | None = None
+    verify_checksums: bool = True
+    verified_cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         _parse_threshold(self.polars_threshold_mb)
@@ -182,6 +194,8 @@ class EngineConfig:
             force_dask=settings.force_dask,
             validate_integrity=settings.validate_integrity,
             dask_scheduler_address=settings.dask_scheduler_address,
+            verify_checksums=settings.verify_checksums,
+            verified_cache_dir=settings.home_dir / "cache" / "parquet-verified",
         )
 
     def with_overrides(self, **overrides: Any) -> EngineConfig:
@@ -464,6 +478,11 @@ def load_parquet(
       Over Dask a ``nw.LazyFrame`` wraps the lazy ``dd.DataFrame``; a ``nw.DataFrame``
       wraps its computed pandas frame (Dask has no eager frame).
 
+    Before either engine reads, :func:`check_files` verifies the files (the same outcome
+    whatever the engine): parts with other columns or types, and pages that fail their
+    checksum or cannot be decoded, raise a
+    :class:`~bi_platform.io_managers.integrity.ParquetIntegrityError` naming the file.
+
     ``config`` defaults to :meth:`EngineConfig.from_settings`. ``columns`` projects.
     ``polars_reader`` / ``dask_reader`` replace :func:`read_polars` / :func:`read_dask`
     (tests inject failures with them). Raises FileNotFoundError naming a missing path.
@@ -471,6 +490,7 @@ def load_parquet(
     config = EngineConfig.from_settings() if config is None else config
     kind, from_native = _kind_of(as_type)
     files = parquet_files(path_or_paths)
+    check_files(files, config)
     size = _files_size_mb(files)
     threshold: float | None = None
     if kind in (_Kind.POLARS_LAZY, _Kind.POLARS_EAGER):
@@ -489,7 +509,7 @@ def load_parquet(
     error: str | None = None
     try:
         frame = polars_reader(files, lazy=lazy, columns=columns)
-    except Exception as exc:  # incl. MemoryError; not KeyboardInterrupt / SystemExit
+    except POLARS_FAILURES as exc:  # incl. MemoryError and panics; not KeyboardInterrupt
         if kind in (_Kind.POLARS_LAZY, _Kind.POLARS_EAGER):
             raise
         error = f"{type(exc).__name__}: {exc}"
@@ -511,6 +531,26 @@ def load_parquet(
         threshold,
         error=error,
     )
+
+
+#: What a failed Polars read or collect may raise: any error, and a Rust panic
+#: (``PanicException`` derives from ``BaseException``, not ``Exception``).
+POLARS_FAILURES: tuple[type[BaseException], ...] = (Exception, pl.exceptions.PanicException)
+
+
+def check_files(files: Sequence[Path], config: EngineConfig) -> None:
+    """Parts consistent (footers) and, with ``config.verify_checksums``, every page of
+    each file version verified once (see :mod:`bi_platform.io_managers.integrity`)."""
+    check_parts_consistent(files)
+    if not config.verify_checksums:
+        return
+    if config.verified_cache_dir is None:
+        for path in files:
+            verify_pages(path)
+        return
+    verified = VerifiedFiles(config.verified_cache_dir).verify(files)
+    if verified:
+        logger.debug("verified the pages of %d file(s) under %s", verified, files[0].parent)
 
 
 def _describe(files: Sequence[Path]) -> str:
@@ -680,6 +720,7 @@ class Written:
     engine: Engine
     seconds: float
     files: int = 1
+    staged: Path | None = None  # written but not published yet (``publish=False``)
 
 
 def _temp_sibling(final: Path, tag: str = "tmp") -> Path:
@@ -815,6 +856,7 @@ def write_parquet(
     *,
     config: EngineConfig | None = None,
     keep_previous: int = 1,
+    publish: bool = True,
 ) -> Written:
     """Write a frame as Parquet at ``path``, atomically; the old data stays until then.
 
@@ -844,8 +886,16 @@ def write_parquet(
     is renamed in: ``path`` is missing for that instant, and after a crash right then
     the old data is in that ``.old-`` directory.
 
+    Every file is written with Parquet page checksums.
+
+    ``publish=False`` (write-audit-publish): the new version is written and flushed but
+    ``path`` keeps the current table; :attr:`Written.staged` is where the new version
+    is (a hidden ``.<name>.staged-<id>`` file, or a version directory), for
+    :func:`publish_staged` once it passed its checks. A staged version that is never
+    published stays for diagnosis (the newest :data:`KEEP_STAGED` per table).
+
     ``config`` supplies the Dask scheduler address. Returns a :class:`Written` whose
-    rows and schema are read back from the footers.
+    rows and schema are read back from the footers of what was written.
     """
     start = time.perf_counter()
     final = Path(path)
@@ -854,17 +904,17 @@ def write_parquet(
     native = _to_native(frame)
     polars_frame = _to_polars(native)
     if polars_frame is not None:
-        _write_file(polars_frame, final, keep_previous)
+        staged = _write_file(polars_frame, final, keep_previous, publish)
         engine = Engine.POLARS
     elif isinstance(native, dd.DataFrame):
-        _write_directory(native, final, config, keep_previous)
+        staged = _write_directory(native, final, config, keep_previous, publish)
         engine = Engine.DASK
     else:
         raise TypeError(
             f"cannot write {type(frame).__name__} as Parquet: expected a Polars DataFrame/"
             "LazyFrame, a Dask DataFrame, pandas / pyarrow data, or a narwhals frame of those"
         )
-    files = parquet_files(final)
+    files = parquet_files(staged or final)
     schema, rows = _footers(files)
     return Written(
         path=final,
@@ -874,28 +924,75 @@ def write_parquet(
         engine=engine,
         seconds=time.perf_counter() - start,
         files=len(files),
+        staged=staged,
     )
 
 
-def _write_file(frame: pl.DataFrame | pl.LazyFrame, final: Path, keep_previous: int) -> None:
-    tmp = _temp_sibling(final)
+#: Unpublished (staged) versions kept per table, newest first, for diagnosis.
+KEEP_STAGED = 2
+STAGED_TAG = "staged"
+
+
+def _prune_staged(final: Path, keep: int = KEEP_STAGED) -> None:
+    """Delete staged files of ``final`` beyond the newest ``keep`` (best effort)."""
+    staged = sorted(
+        final.parent.glob(f".{_glob_escape(final.name)}.{STAGED_TAG}-*"),
+        key=lambda p: p.lstat().st_mtime_ns,
+        reverse=True,
+    )
+    for old in staged[keep:]:
+        with contextlib.suppress(OSError):
+            _remove(old)
+
+
+def publish_staged(staged: PathArg, path: PathArg, *, keep_previous: int = 1) -> None:
+    """Publish a version written with ``write_parquet(..., publish=False)`` at ``path``,
+    atomically (same guarantee as :func:`write_parquet`)."""
+    staged, final = Path(staged), Path(path)
+    if not staged.exists():
+        raise FileNotFoundError(f"no staged version at {staged} (published already?)")
+    with _lock(final):
+        if staged.is_dir():
+            link = _temp_sibling(final)
+            try:
+                link.symlink_to(os.path.relpath(staged, final.parent), target_is_directory=True)
+            except (OSError, NotImplementedError):
+                _publish_directory(staged, final)
+            else:
+                _publish(link, final)
+        else:
+            _publish(staged, final)
+        _prune_versions(final, keep_previous)
+
+
+def _write_file(
+    frame: pl.DataFrame | pl.LazyFrame, final: Path, keep_previous: int, publish: bool
+) -> Path | None:
+    tmp = _temp_sibling(final, STAGED_TAG if not publish else "tmp")
     try:
         if isinstance(frame, pl.LazyFrame):
-            frame.sink_parquet(tmp)
-        else:
-            frame.write_parquet(tmp)
+            frame = frame.collect()
+        frame.write_parquet(tmp, use_pyarrow=True, pyarrow_options=dict(PAGE_CHECKSUM_OPTIONS))
         _fsync(tmp)
+        if not publish:
+            _prune_staged(final)
+            return tmp
         with _lock(final):
             _publish(tmp, final)
             _prune_versions(final, keep_previous)
     except BaseException:
         _remove(tmp)  # gone already once published
         raise
+    return None
 
 
 def _write_directory(
-    frame: dd.DataFrame, final: Path, config: EngineConfig | None, keep_previous: int
-) -> None:
+    frame: dd.DataFrame,
+    final: Path,
+    config: EngineConfig | None,
+    keep_previous: int,
+    publish: bool,
+) -> Path | None:
     if frame.index.name is not None:
         frame = frame.reset_index()
     versions = _versions_dir(final)
@@ -906,10 +1003,13 @@ def _write_directory(
     published = False
     try:
         with dask_scheduler(config):
-            frame.to_parquet(str(partial), write_index=False)
+            frame.to_parquet(str(partial), write_index=False, **PAGE_CHECKSUM_OPTIONS)
         for part in partial.iterdir():
             _fsync(part)
         _fsync(partial)
+        if not publish:
+            _rename_over(partial, version)
+            return version
         with _lock(final):
             _rename_over(partial, version)
             try:
@@ -920,6 +1020,7 @@ def _write_directory(
                 _publish(link, final)
             published = True
             _prune_versions(final, keep_previous)
+        return None
     except BaseException:
         if not published:
             for leftover in (link, partial, version):

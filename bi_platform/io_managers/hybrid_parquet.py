@@ -25,6 +25,10 @@ from bi_platform.io_managers.engines import (
 from bi_platform.settings import get_settings
 
 PARQUET_SUFFIX = ".parquet"
+#: Output definition metadata: ``{PUBLISH_KEY: AFTER_CHECKS}`` writes the new version
+#: without publishing it (write-audit-publish); the asset's gate publishes it.
+PUBLISH_KEY = "bi_platform/publish"
+AFTER_CHECKS = "after_checks"
 
 
 def _safe_segment(text: str) -> str:
@@ -59,6 +63,14 @@ class HybridParquetIOManager(dg.ConfigurableIOManager):
     and published by atomically swapping a symlink. Readers see the old table or the new
     one, never a partial one, and a failed or killed write leaves the old table intact.
     A step that outputs several partitions at once returns ``{partition_key: frame}``.
+
+    **Write-audit-publish**: an output whose definition metadata has
+    ``bi_platform/publish: after_checks`` is written as a staged version next to the
+    table (``staged_path`` in its metadata, ``published: false``) while readers keep the
+    current one; the asset's blocking checks read the staged version and publish it
+    (:func:`~bi_platform.io_managers.engines.publish_staged`) only when they pass. Every
+    file carries Parquet page checksums, and every load verifies each file version once
+    (see :mod:`bi_platform.io_managers.integrity`).
 
     **Loads** follow the input's type annotation:
 
@@ -193,6 +205,9 @@ class HybridParquetIOManager(dg.ConfigurableIOManager):
             return
         config = self.engine_config()
         targets = self._output_paths(context)
+        publish = context.definition_metadata.get(PUBLISH_KEY) != AFTER_CHECKS
+        if not publish and len(targets) != 1:
+            raise TypeError(f"{PUBLISH_KEY}={AFTER_CHECKS} supports unpartitioned outputs only")
         if isinstance(obj, Mapping):
             keys = [key for key, _ in targets]
             if keys == [None]:
@@ -207,8 +222,17 @@ class HybridParquetIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}: return {{partition_key: frame}}"
             )
         else:
-            written = [write_parquet(obj, targets[0][1], config=config)]
-        context.add_output_metadata(self._output_metadata(context, written))
+            written = [write_parquet(obj, targets[0][1], config=config, publish=publish)]
+        metadata = self._output_metadata(context, written)
+        if not publish:
+            metadata["staged_path"] = dg.MetadataValue.path(str(written[0].staged))
+            metadata["published"] = False
+            context.log.info(
+                f"{context.asset_key.to_user_string()}: new version staged at "
+                f"{written[0].staged}; {written[0].path} is published only after the "
+                "blocking checks pass"
+            )
+        context.add_output_metadata(metadata)
 
     def _output_metadata(self, context: dg.OutputContext, written: list[Written]) -> dict[str, Any]:
         first = written[0]

@@ -10,15 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 import narwhals as nw
+import polars as pl
 
 from bi_platform.io_managers.engines import EngineConfig
+from bi_platform.io_managers.hybrid_parquet import AFTER_CHECKS, PUBLISH_KEY
 from bi_platform.retail import marts
-from bi_platform.retail.cleaning import (
-    QUARANTINE_COLUMNS,
-    quarantine_rows,
-    typed_table,
-    unparsable_counts,
-)
+from bi_platform.retail.cleaning import QUARANTINE_COLUMNS
 from bi_platform.retail.inventory import analyze_tables, inventory_markdown, write_json_atomic
 from bi_platform.retail.resources import RetailExportsResource
 from bi_platform.retail.schema import TABLES, RetailTable
@@ -57,39 +54,47 @@ raw_exports = [
 
 
 # -- typed tables ----------------------------------------------------------------------
+def empty_quarantine(table: RetailTable) -> pl.DataFrame:
+    """A quarantine with no row: the table key's columns, then :data:`QUARANTINE_COLUMNS`."""
+    return pl.DataFrame(
+        schema={
+            **{column: table.schema[column] for column in table.key},
+            **dict.fromkeys(QUARANTINE_COLUMNS, pl.String()),
+        }
+    )
+
+
 def _typed_table_asset(table: RetailTable) -> dg.AssetsDefinition:
     outs = {
         table.name: dg.AssetOut(
             key=table_key(table.name),
             description=(
-                f"{table.description} Typed and schema-checked from the raw export"
-                + (
-                    f"; unparsable values of {', '.join(table.raw_string_columns)} are null "
-                    f"here and listed in {quarantine_name(table)}."
-                    if table.raw_string_columns
-                    else "."
-                )
+                f"{table.description} Typed and schema-checked from the raw export; values "
+                "that do not parse or do not fit their declared type exactly are null here "
+                f"and listed in {quarantine_name(table)}. Staged, then published by its "
+                "blocking checks."
             ),
             io_manager_key=IO_MANAGER,
             kinds=TABLE_KINDS,
             owners=OWNERS,
-            metadata={"key": ", ".join(table.key)},
+            # write-audit-publish: the table's blocking checks publish the new version
+            metadata={"key": ", ".join(table.key), PUBLISH_KEY: AFTER_CHECKS},
             is_required=False,
-        )
-    }
-    if table.raw_string_columns:
-        outs[quarantine_name(table)] = dg.AssetOut(
+        ),
+        quarantine_name(table): dg.AssetOut(
             key=table_key(quarantine_name(table)),
             description=(
-                f"Quarantine of {table.name}: one row per value that did not parse as a "
-                f"number ({', '.join(QUARANTINE_COLUMNS)} and the table key), so every "
-                f"rejected value can be traced to its row and fixed at the source."
+                f"Quarantine of {table.name}: one row per rejected value (unparsable, "
+                "ambiguous, non-finite, out of range, fraction in an integer column) with "
+                f"{', '.join(QUARANTINE_COLUMNS)} and the table key, so every rejected value "
+                "can be traced to its row and fixed at the source."
             ),
             io_manager_key=IO_MANAGER,
             kinds={"polars", "parquet"},
             owners=OWNERS,
             is_required=False,
-        )
+        ),
+    }
 
     @dg.multi_asset(
         name=f"clean_{table.name}",
@@ -100,8 +105,10 @@ def _typed_table_asset(table: RetailTable) -> dg.AssetsDefinition:
     )
     def _clean(context: dg.AssetExecutionContext, retail_exports: RetailExportsResource):
         """The typed table and its quarantine from one read of the raw export; either
-        can be materialized alone (the other is left as it was)."""
-        loaded = retail_exports.load(table)
+        can be materialized alone (the other is left as it was). The typed table is
+        staged: its blocking checks publish it."""
+        cleaned = retail_exports.clean(table)
+        loaded = cleaned.loaded
         context.log.info(
             "%s: raw export %.1f MB read with %s (%s)",
             table.name,
@@ -109,34 +116,27 @@ def _typed_table_asset(table: RetailTable) -> dg.AssetsDefinition:
             loaded.engine,
             loaded.reason,
         )
-        raw = loaded.frame
+        if cleaned.fallback_error:
+            context.log.warning(
+                "%s: Polars failed (%s); cleaned with Dask", table.name, cleaned.fallback_error
+            )
+        counts = cleaned.unparsable
         metadata = {
             "source_file": str(retail_exports.path(table)),
             "source_engine": str(loaded.engine),
-            "source_fallback": loaded.fallback,
+            "source_fallback": loaded.fallback or cleaned.fallback_error is not None,
+            "rejected_values": sum(counts.values()),
+            "rejected_by_column": counts,
         }
         selected = context.op_execution_context.selected_output_names
-        quarantine = quarantine_rows(raw, table)
-        if quarantine is None:
-            yield dg.Output(typed_table(raw, table), output_name=table.name, metadata=metadata)
-            return
-        rejected = quarantine.collect(backend="polars")  # small: one row per bad value
-        counts = unparsable_counts(rejected)
         if table.name in selected:
-            yield dg.Output(
-                typed_table(raw, table),
-                output_name=table.name,
-                metadata={
-                    **metadata,
-                    "unparsable_values": sum(counts.values()),
-                    "unparsable_by_column": counts,
-                },
-            )
+            yield dg.Output(cleaned.typed, output_name=table.name, metadata=metadata)
         if quarantine_name(table) in selected:
+            rejected = cleaned.quarantine
             yield dg.Output(
-                rejected,
+                empty_quarantine(table) if rejected is None else rejected,
                 output_name=quarantine_name(table),
-                metadata={"unparsable_by_column": counts},
+                metadata={"rejected_by_column": counts},
             )
 
     return _clean
@@ -168,17 +168,33 @@ mart_assets = [_mart_asset(name) for name in marts.MARTS]
 
 LAKE_TABLES = [
     *(table_key(t.name) for t in TABLES.values()),
-    *(table_key(quarantine_name(t)) for t in TABLES.values() if t.raw_string_columns),
+    *(table_key(quarantine_name(t)) for t in TABLES.values()),
     *(table_key(name) for name in marts.MARTS),
 ]
 
 
 def materialized_path(instance: dg.DagsterInstance, key: dg.AssetKey) -> Path:
-    """Where the IO manager wrote ``key`` last (its ``path`` metadata)."""
+    """Where readers read ``key``: the published table (its ``path`` metadata). A staged
+    version that did not pass its checks is not there (see :func:`version_under_check`)."""
     event = instance.get_latest_materialization_event(key)
     if event is None or event.asset_materialization is None:
         raise dg.Failure(f"{key.to_user_string()} has not been materialized yet")
     return Path(str(event.asset_materialization.metadata["path"].value))
+
+
+def version_under_check(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[Path, Path | None]:
+    """(published path, staged version or None) of ``key``'s latest materialization: the
+    staged version when it is still waiting to be published, else None (the checks then
+    look at the published table)."""
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(f"{key.to_user_string()} has not been materialized yet")
+    metadata = event.asset_materialization.metadata
+    published = Path(str(metadata["path"].value))
+    staged = metadata.get("staged_path")
+    if staged is not None and Path(str(staged.value)).exists():
+        return published, Path(str(staged.value))
+    return published, None
 
 
 #: One row per lake table in the inventory JSON's ``tables``.

@@ -36,6 +36,7 @@ from typing import Any
 import narwhals as nw
 import polars as pl
 
+from bi_platform.io_managers.engines import EngineConfig, dask_scheduler
 from bi_platform.retail.queries import (
     CATALOG,
     BusinessQuery,
@@ -353,10 +354,13 @@ def check_battery_parity(
     segments: Iterable[str] | None = None,
     rel_tol: float = DEFAULT_REL_TOL,
     top_n: int = 10,
+    config: EngineConfig | None = None,
 ) -> list[ParityResult]:
     """Run each query (default: the whole :data:`CATALOG`) on each engine over the admmat
     Parquet at ``path`` (scanning only the query's columns) and compare every engine's
     result to the first engine's. ``params`` maps query names to their parameters.
+    Dask computes on ``config.dask_scheduler_address`` when set (the cluster the loads
+    use), else locally.
 
     An engine that fails gives a not-ok result naming the exception.
     """
@@ -382,9 +386,10 @@ def check_battery_parity(
             for engine in engines:
                 start = time.perf_counter()
                 try:
-                    source = scan_admmat(path, engine, query.columns, connection=connection)
-                    result = run_query(query, source, params.get(query.name), segments=allowed)
-                    outputs[engine] = to_polars(result)
+                    with dask_scheduler(config if engine == "dask" else None):
+                        source = scan_admmat(path, engine, query.columns, connection=connection)
+                        result = run_query(query, source, params.get(query.name), segments=allowed)
+                        outputs[engine] = to_polars(result)
                 except Exception as exc:  # one engine failing is a parity finding
                     logger.exception("query %s failed on %s", query.name, engine)
                     errors[engine] = f"{type(exc).__name__}: {exc}"

@@ -3,8 +3,14 @@ typed lake tables, the query battery and the schema-drift checks.
 
 Every retail table has a *typed* schema (what the lake holds after cleaning). The raw
 ERP exports use the same columns and types, except for :data:`RAW_STRING_COLUMNS` of
-``admmat``: like the real export, its stock and price columns arrive as strings, a small
-share of them unparsable (``"N/D"``, ``"-"``, ``"1.2.3"``, ...).
+``admmat``: like the real export, its stock and price columns arrive as strings written
+the Brazilian way (``"1.534,00"``, ``"12,5"``, ``"R$ 12,90"``), a small share of them
+unparsable (``"N/D"``, ``"-"``, ``"1.2.3"``, ...). Each such column declares its
+:class:`NumberFormat` (:data:`RAW_NUMBER_FORMATS`; pt-BR when not declared).
+
+:data:`TEXT_KEY_COLUMNS` lists the text columns used for grouping, filtering and
+row-level security (segment hierarchy, store and product names, classes, flags,
+statuses): cleaning stores them in Unicode NFC without surrounding whitespace.
 
 Column names follow the team's ERP export (Portuguese, upper case). ``UNE`` is a store
 ("unidade de negócio"), ``PRODUTO`` a product code, ``LV`` the sales floor ("loja de
@@ -128,6 +134,83 @@ RAW_STRING_COLUMNS: tuple[str, ...] = (
     "ESTOQUE_ILHA_LV",
 )
 
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """How a string-typed numeric column writes its numbers.
+
+    ``thousands`` groups the integer part in threes (optional, but when present every
+    group after the first has exactly 3 digits), ``decimal`` starts the fraction,
+    ``currency`` (if any) is an optional prefix, followed or not by one space. The
+    default is the Brazilian convention of the ERP: ``"1.234,56"``.
+    """
+
+    locale: str = "pt-BR"
+    thousands: str = "."
+    decimal: str = ","
+    currency: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("thousands", "decimal"):
+            sep = getattr(self, name)
+            if len(sep) != 1 or sep.isalnum() or sep in "+-":
+                raise ValueError(f"NumberFormat.{name} must be one non-alphanumeric character")
+        if self.thousands == self.decimal:
+            raise ValueError("NumberFormat.thousands and .decimal must differ")
+        if self.currency is not None and (
+            not self.currency.strip()
+            or any(c.isdigit() or c.isspace() for c in self.currency)
+            or self.thousands in self.currency
+            or self.decimal in self.currency
+        ):
+            raise ValueError(f"invalid NumberFormat.currency {self.currency!r}")
+
+
+#: Plain pt-BR numbers: ``"1.234"`` (= 1234), ``"1.234,56"``, ``"12,5"``.
+PT_BR = NumberFormat()
+#: pt-BR numbers optionally prefixed by ``"R$"``: ``"R$ 12,90"``, ``"R$12,90"``.
+PT_BR_BRL = NumberFormat(currency="R$")
+
+#: Declared format of each string-typed numeric column of admmat.
+RAW_NUMBER_FORMATS: dict[str, NumberFormat] = {
+    "LIQUIDO_38": PT_BR_BRL,
+    **{c: PT_BR for c in RAW_STRING_COLUMNS if c != "LIQUIDO_38"},
+}
+
+#: Text columns used as grouping, filter or row-level-security keys, in any table that
+#: has them. Cleaning stores them in Unicode NFC without leading or trailing whitespace
+#: (see :func:`bi_platform.retail.cleaning.canonical_text_expr`).
+TEXT_KEY_COLUMNS: tuple[str, ...] = (
+    # product hierarchy, names, manufacturer, packaging
+    "NOMESEGMENTO",
+    "NOMECATEGORIA",
+    "NOMEGRUPO",
+    "NOMESUBGRUPO",
+    "NOMEFABRICANTE",
+    "NOME",
+    "EMBALAGEM",
+    # stores and geography
+    "UNE_NOME",
+    "CIDADE",
+    "UF",
+    "REGIAO",
+    # classes and flags used as filters
+    *(f"ABC_UNE_MES_{m:02d}" for m in range(1, 5)),
+    "ABC_UNE_30DD",
+    "ABC_CACULA_90DD",
+    "PROMOCIONAL",
+    "FORALINHA",
+    "MEDIA_TRAVADA",
+    "SOLICITACAO_PENDENTE",
+    # statuses and reasons
+    "SITUACAO",
+    "SOLICITACAO_PENDENTE_SITUACAO",
+    "PICKLIST_SITUACAO",
+    "PICKLIST_CONFERENCIA",
+    "MOTIVO",
+    "FORMA_PAGAMENTO",
+)
+
 #: The 16 product segments of the export; TECIDOS holds ~12.6% of admmat's rows.
 SEGMENTS: tuple[str, ...] = (
     "TECIDOS",
@@ -155,13 +238,38 @@ ABC_CLASSES: tuple[str, ...] = ("A", "B", "C")
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RetailTable:
-    """One retail table: its typed schema, key and the raw export's columns."""
+    """One retail table: its typed schema, key and the raw export's columns.
+
+    ``raw_string_columns``: numeric columns the raw export ships as strings;
+    ``number_formats``: the declared :class:`NumberFormat` of some of them (the others
+    are :data:`PT_BR`).
+    """
 
     name: str
     description: str
     schema: dict[str, pl.DataType]
     key: tuple[str, ...]
     raw_string_columns: tuple[str, ...] = field(default=())
+    number_formats: dict[str, NumberFormat] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for column in self.raw_string_columns:
+            if not self.schema[column].is_numeric():
+                raise ValueError(f"{self.name}.{column}: a raw string column must be numeric")
+        stray = set(self.number_formats) - set(self.raw_string_columns)
+        if stray:
+            raise ValueError(f"{self.name}: number formats for non-string columns {stray}")
+
+    def number_format(self, column: str) -> NumberFormat:
+        """The declared format of ``column`` (:data:`PT_BR` when none is declared)."""
+        return self.number_formats.get(column, PT_BR)
+
+    @property
+    def text_keys(self) -> tuple[str, ...]:
+        """This table's string columns listed in :data:`TEXT_KEY_COLUMNS`."""
+        return tuple(
+            c for c, dtype in self.schema.items() if c in TEXT_KEY_COLUMNS and dtype == pl.String()
+        )
 
     @property
     def raw_schema(self) -> dict[str, pl.DataType]:
@@ -187,6 +295,7 @@ TABLES: dict[str, RetailTable] = {
             ADMMAT_SCHEMA,
             key=("UNE", "PRODUTO"),
             raw_string_columns=RAW_STRING_COLUMNS,
+            number_formats=RAW_NUMBER_FORMATS,
         ),
         RetailTable(
             "lojas",

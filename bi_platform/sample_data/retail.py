@@ -6,7 +6,8 @@ Every table of :data:`bi_platform.retail.schema.TABLES` (plus, in the ``large`` 
 product universe built from each segment's vocabulary, TECIDOS ~12.6% of ``admmat``, 12
 months of seasonal sales with many zeros, weekly quantities consistent with their averages,
 stock levels that make the critical-rupture filter select a few percent of rows, and the
-stock/price columns of ``admmat`` exported as strings with a small share of junk.
+stock/price columns of ``admmat`` exported as strings written the Brazilian way
+(``"1.534,00"``, ``"1534"``, ``"12,5"``, ``"R$ 12,90"``) with a small share of junk.
 
 Everything derives from ``numpy.random.default_rng`` seeded by ``(seed, table)``, and all
 dates are relative to :data:`REFERENCE_DATE` (never today's date): the same profile and
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 #: The snapshot date of the generated exports; every date is relative to it.
 REFERENCE_DATE = date(2026, 10, 31)
 #: Bumped whenever the generated data changes, so that old exports are rewritten.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SEED = 38
 MANIFEST_NAME = "manifest.json"
 #: Unparsable values of the raw string columns, as found in the real export.
@@ -588,20 +589,72 @@ def _retail_price(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.maximum(np.floor(x), 0) + cents
 
 
-def _format_numbers(values: np.ndarray, rng: np.random.Generator) -> pl.Series:
-    """Numbers as the ERP writes them ("12.5", "0", "1534.00"), a few padded with spaces,
-    ~0.4% junk from :data:`JUNK_VALUES` and ~0.1% nulls."""
+def _grouped(digits: pl.Expr) -> pl.Expr:
+    """Digits grouped in threes with "." from the right: "1534567" -> "1.534.567"."""
+    return (
+        digits.str.reverse()
+        .str.replace_all(r"([0-9]{3})", "$1.")
+        .str.strip_chars_end(".")
+        .str.reverse()
+    )
+
+
+def _format_numbers(
+    values: np.ndarray, rng: np.random.Generator, *, currency: bool = False
+) -> pl.Series:
+    """Numbers as the Brazilian ERP writes them, rounded to cents: "1.534,00", "1534,00",
+    "1.534", "0", "12,5", "15,0" (and, with ``currency``, ~1/4 of them prefixed "R$ " or
+    "R$"), a few padded with spaces, ~0.4% junk from :data:`JUNK_VALUES` and ~0.1% nulls.
+
+    Draws exactly what the English-format version did from ``rng`` (so every other
+    column of the table is unchanged); vectorised, no Python loop per value.
+    """
     n = values.size
     rounded = np.round(values, 2)
     style = rng.integers(0, 100, n)
-    frame = pl.DataFrame({"v": rounded, "style": style, "whole": rounded == np.floor(rounded)})
-    text = frame.select(
-        pl.when(pl.col("style") < 45)
-        .then(pl.col("v").cast(pl.Decimal(18, 2)).cast(pl.String))  # "1534.00"
-        .when(pl.col("whole") & (pl.col("style") < 85))
-        .then(pl.col("v").cast(pl.Int64).cast(pl.String))  # "0", "15"
-        .otherwise(pl.col("v").cast(pl.String))  # "12.5", "15.0"
-    ).to_series()
+    cents = np.round(np.abs(rounded) * 100).astype(np.int64)
+    units, inverse = np.unique(cents // 100, return_inverse=True)  # group each value once
+    grouped = pl.select(_grouped(pl.Series(units).cast(pl.String))).to_series()
+    frame = pl.DataFrame(
+        {
+            "cents": cents,
+            "negative": rounded < 0,
+            "style": style,
+            "grouped": grouped.gather(inverse.ravel()),
+        }
+    )
+    whole = (pl.col("cents") % 100 == 0).alias("whole")
+    digits = (pl.col("cents") // 100).cast(pl.String).alias("digits")
+    cents2 = (pl.col("cents") % 100).cast(pl.String).str.zfill(2).alias("cents2")
+    frame = frame.with_columns(whole, digits, cents2).with_columns(
+        pl.col("cents2").str.strip_chars_end("0").replace("", "0").alias("short"),
+    )
+    s, whole = pl.col("style"), pl.col("whole")
+    digits, grouped, cents2, short = (pl.col(c) for c in ("digits", "grouped", "cents2", "short"))
+    number = (
+        pl.when(s < 25)
+        .then(pl.concat_str(grouped, pl.lit(","), cents2))  # "1.534,00"
+        .when(s < 45)
+        .then(pl.concat_str(digits, pl.lit(","), cents2))  # "1534,00"
+        .when(whole & (s < 60))
+        .then(grouped)  # "1.534", "0"
+        .when(whole & (s < 85))
+        .then(digits)  # "1534", "15"
+        .when(s >= 95)
+        .then(pl.concat_str(grouped, pl.lit(","), short))  # "1.534,5"
+        .otherwise(pl.concat_str(digits, pl.lit(","), short))  # "12,5", "15,0"
+    )
+    prefix = pl.when(pl.col("negative")).then(pl.lit("-")).otherwise(pl.lit(""))
+    if currency:
+        prefix = pl.concat_str(
+            prefix,
+            pl.when(s % 8 == 1)
+            .then(pl.lit("R$ "))
+            .when(s % 8 == 5)
+            .then(pl.lit("R$"))
+            .otherwise(pl.lit("")),
+        )
+    text = frame.select(pl.concat_str(prefix, number)).to_series()
     padded = np.flatnonzero(rng.random(n) < 0.002)
     text = text.scatter(padded, " " + text.gather(padded) + " ")
     junk = np.flatnonzero(rng.random(n) < JUNK_SHARE)
@@ -1004,7 +1057,7 @@ def _admmat_frame(u: _Universe, seed: int) -> pl.DataFrame:
     promo = rng.random(n) < 0.06
     cols["PROMOCIONAL"] = _sn(promo)
     cols["FORALINHA"] = _sn(u.prod_foralinha[pp])
-    cols["LIQUIDO_38"] = _format_numbers(price, rng)
+    cols["LIQUIDO_38"] = _format_numbers(price, rng, currency=True)
     net_price = price * np.where(promo, 0.85, 1.0)
 
     # Weekly columns: FREQ sales, QTDE quantity, MEDIA = QTDE / FREQ, value in R$.

@@ -35,6 +35,7 @@ from bi_platform.io_managers.engines import (
     validate_integrity,
     write_parquet,
 )
+from bi_platform.io_managers.integrity import CorruptParquetError
 from bi_platform.settings import get_settings
 
 # Third-party noise: narwhals' Dask notice (when tests call narwhals on Dask themselves;
@@ -102,14 +103,18 @@ def test_invalid_threshold_rejected(value: str | float) -> None:
 
 
 def test_config_from_settings_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert EngineConfig.from_settings() == EngineConfig()
+    cache = get_settings().home_dir / "cache" / "parquet-verified"
+    assert EngineConfig.from_settings() == EngineConfig(verified_cache_dir=cache)
     monkeypatch.setenv("POLARS_THRESHOLD_MB", "auto")
     monkeypatch.setenv("POLARS_ENABLED", "false")
     monkeypatch.setenv("FORCE_DASK", "true")
     monkeypatch.setenv("VALIDATE_INTEGRITY", "false")
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://scheduler:8786")
+    monkeypatch.setenv("VERIFY_CHECKSUMS", "false")
     config = EngineConfig.from_settings(get_settings())
-    assert config == EngineConfig("auto", False, True, False, "tcp://scheduler:8786")
+    assert config == EngineConfig(
+        "auto", False, True, False, "tcp://scheduler:8786", False, verified_cache_dir=cache
+    )
     overridden = config.with_overrides(
         polars_threshold_mb="10", force_dask=False, polars_enabled=None
     )
@@ -253,14 +258,14 @@ def test_polars_lazy_load_stays_lazy_with_pushdown(tmp_path: Path) -> None:
     assert "PROJECT 2/3 COLUMNS" in plan  # and the projection (id for the filter, name)
 
 
-def test_corrupt_file_fails_at_load_time_not_collect(tmp_path: Path) -> None:
+def test_corrupt_file_fails_at_load_time_the_same_on_every_engine(tmp_path: Path) -> None:
     path = tmp_path / "bad.parquet"
     path.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
-    with pytest.raises(pl.exceptions.ComputeError):
-        load_parquet(path, pl.LazyFrame, SMALL)
-    # nw.LazyFrame: Polars fails, the Dask fallback fails too -> the Dask error surfaces.
-    with pytest.raises(Exception, match=r"bad\.parquet"):
-        load_parquet(path, nw.LazyFrame, SMALL)
+    # verified before either engine reads: the same error, naming the file, whatever the
+    # frame type asked for
+    for as_type in (pl.LazyFrame, nw.LazyFrame, dd.DataFrame):
+        with pytest.raises(CorruptParquetError, match=r"bad\.parquet"):
+            load_parquet(path, as_type, SMALL)
 
 
 def test_unsupported_type(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def test_whole_retail_group_on_the_small_profile(home: Path) -> None:
     checks = _check_results(result)
     assert checks and all(checks.values()), {k: v for k, v in checks.items() if not v}
     assert ("retail/admmat", "engine_parity") in checks
-    assert len(checks) == 4 * len(TABLES) + 1
+    with_text_keys = sum(1 for t in TABLES.values() if t.text_keys)
+    assert len(checks) == 4 * len(TABLES) + with_text_keys + 1
+    assert ("retail/admmat", "text_keys_distinct") in checks
 
     lake = home / "lake" / "retail"
     raw = home / "raw" / "retail"
@@ -73,7 +76,7 @@ def test_whole_retail_group_on_the_small_profile(home: Path) -> None:
     quarantine = pl.read_parquet(lake / "admmat_quarantine.parquet")
     assert quarantine.height > 0
     materialization = result.asset_materializations_for_node("clean_admmat")[0]
-    assert materialization.metadata["unparsable_values"].value == quarantine.height
+    assert materialization.metadata["rejected_values"].value == quarantine.height
     for mart in ("ruptura_critica", "vendas_segmento_une_fabricante", "concentracao_abc"):
         assert parquet_row_count(lake / f"{mart}.parquet") > 0
 
@@ -161,7 +164,7 @@ def test_empty_table_fails_its_blocking_check(home: Path) -> None:
 
 
 def test_parity_failure_blocks_the_marts(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def disagreeing_engines(path, engines):
+    def disagreeing_engines(path, engines, **_):
         return [
             ParityResult(
                 "top_products_by_une",
@@ -193,3 +196,63 @@ def test_a_typed_table_can_be_materialized_without_its_quarantine(home: Path) ->
     assert not (home / "lake" / "retail" / "admmat_quarantine.parquet").exists()
     checks = _check_results(result)
     assert ("retail/admmat", "non_empty") in checks and all(checks.values())
+
+
+def test_a_bad_export_never_replaces_the_published_table(home: Path) -> None:
+    """Write-audit-publish: an empty export is staged, fails its gate, and the lake keeps
+    yesterday's table for every reader; the check results name the rejected version."""
+    assert _materialize().success
+    lake = home / "lake" / "retail" / "fabricantes.parquet"
+    good_rows = parquet_row_count(lake)
+    raw = home / "raw" / "retail" / "fabricantes.parquet"
+    pl.read_parquet(raw).head(0).write_parquet(raw)
+    result = _materialize([*_clean_only("fabricantes"), *retail_checks])
+    checks = {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == table_key("fabricantes")
+    }
+    assert checks["non_empty"].passed is False
+    assert parquet_row_count(lake) == good_rows  # readers still see the good table
+    staged = Path(str(checks["non_empty"].metadata["version"].value))
+    assert staged != lake and staged.exists() and parquet_row_count(staged) == 0
+    assert checks["non_empty"].metadata["published"].value is False
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == table_key("fabricantes")
+    ]
+    assert event.materialization.metadata["published"].value is False
+    # the export fixed: the next run's version passes and is published
+    write_retail_exports(home / "raw" / "retail", "small", force=True)
+    fixed = _materialize([*_clean_only("fabricantes"), *retail_checks])
+    assert fixed.success
+    assert parquet_row_count(lake) == good_rows
+    published = [
+        e.metadata["published"].value
+        for e in fixed.get_asset_check_evaluations()
+        if e.asset_key == table_key("fabricantes")
+    ]
+    assert published and all(published)
+
+
+def test_case_variants_of_a_segment_fail_the_gate_before_they_split_a_group(home: Path) -> None:
+    """NFD and padded spellings become the NFC one at cleaning; a spelling that differs
+    by case is flagged by the blocking text_keys_distinct check and never published."""
+    path = home / "raw" / "retail" / "produtos.parquet"
+    frame = pl.read_parquet(path)
+    nfd = unicodedata.normalize("NFD", "ARMARINHO E CONFECÇÃO")
+    variants = pl.Series([nfd + " ", "Armarinho e Confecção"] * (frame.height // 2 + 1))
+    frame.with_columns(NOMESEGMENTO=variants.head(frame.height)).write_parquet(path)
+    result = _materialize([*_clean_only("produtos"), *retail_checks])
+    checks = {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == table_key("produtos")
+    }
+    gate = checks["text_keys_distinct"]
+    assert gate.passed is False
+    assert "NOMESEGMENTO" in gate.description and "Armarinho e Confecção" in gate.description
+    assert gate.metadata["published"].value is False
+    staged = pl.read_parquet(Path(str(gate.metadata["version"].value)))
+    assert set(staged["NOMESEGMENTO"]) == {"ARMARINHO E CONFECÇÃO", "Armarinho e Confecção"}

@@ -12,13 +12,23 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import narwhals as nw
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from bi_platform.retail.cleaning import (
+    UNPARSABLE_REASON,
+    number_pattern,
+    quarantine_rows,
+    typed_table,
+)
 from bi_platform.retail.schema import (
     ABC_CLASSES,
     LARGE_FACT_TABLE,
+    PT_BR,
+    PT_BR_BRL,
     RAW_STRING_COLUMNS,
     SEGMENTS,
     TABLES,
@@ -34,19 +44,13 @@ from bi_platform.sample_data.retail import (
     write_retail_exports,
 )
 
-NUMBER = r"^\s*-?\d+(?:\.\d+)?\s*$"  # what the cleaning step accepts
 SMALL = PROFILES["small"]
+ADMMAT = TABLES["admmat"]
 
 
 def parse_raw(frame: pl.DataFrame) -> pl.DataFrame:
-    """Cast the raw string columns like the cleaning step: unparsable -> null."""
-    return frame.with_columns(
-        pl.when(pl.col(c).str.contains(NUMBER))
-        .then(pl.col(c).str.strip_chars().cast(pl.Float64))
-        .otherwise(None)
-        .alias(c)
-        for c in RAW_STRING_COLUMNS
-    )
+    """The typed admmat, cleaned by the cleaning step (unparsable -> null)."""
+    return typed_table(nw.from_native(frame.lazy()), ADMMAT).collect().to_native()
 
 
 @pytest.fixture(scope="module")
@@ -230,19 +234,63 @@ def test_admmat_weekly_columns_are_consistent(admmat: pl.DataFrame) -> None:
 
 
 def test_admmat_raw_string_columns_are_mostly_parseable(admmat: pl.DataFrame) -> None:
+    quarantine = quarantine_rows(nw.from_native(admmat.lazy()), ADMMAT).collect().to_native()
+    typed = parse_raw(admmat)
     for col in RAW_STRING_COLUMNS:
         values = admmat[col].drop_nulls()
-        bad = values.filter(~values.str.contains(NUMBER))
+        parseable = values.str.contains(number_pattern(ADMMAT.number_format(col)))
+        bad = values.filter(~parseable)
         assert 0 < bad.len() <= 0.01 * admmat.height, col
         assert set(bad.unique()) <= set(JUNK_VALUES), col
         assert admmat[col].null_count() <= 0.005 * admmat.height
-        good = values.filter(values.str.contains(NUMBER)).str.strip_chars()
-        assert good.cast(pl.Float64, strict=True).null_count() == 0  # every match parses
+        rejected = quarantine.filter(pl.col("COLUNA") == col)
+        assert rejected.height == bad.len(), col  # every junk value quarantines ...
+        assert set(rejected["MOTIVO"]) == {UNPARSABLE_REASON}, col
+        assert typed[col].null_count() == admmat[col].null_count() + bad.len()  # ... only they
     nulls = sum(admmat[c].null_count() for c in RAW_STRING_COLUMNS)
     assert nulls > 0
     styles = admmat["LIQUIDO_38"].drop_nulls()
-    assert styles.str.contains(r"^\d+\.\d\d$").any() and styles.str.contains(r"^\d+$").any()
-    assert styles.str.contains(r"^\d+\.\d$").any()
+    for style in (r"^\d+,\d\d$", r"^\d+$", r"^\d+,\d$", r"^R\$ \d", r"^R\$\d", r"^ .+ $"):
+        assert styles.str.contains(style).any(), style
+    for col in RAW_STRING_COLUMNS:
+        english = admmat[col].drop_nulls().str.contains(r"^\s*-?\d+\.\d{1,2}\s*$")
+        assert not english.any(), f"{col}: English decimals"
+    stock = admmat["ESTOQUE_UNE"].drop_nulls()
+    assert not stock.str.contains("R$", literal=True).any()
+    assert stock.str.starts_with("-").any()
+
+
+def test_format_numbers_writes_pt_br_keeping_junk_and_null_shares() -> None:
+    n = 200_000
+    values = np.random.default_rng(1).choice(
+        [0.0, 7.0, 12.5, 15.0, 1534.0, 1234567.891, -3.0, 29.99, 0.29], n
+    )
+    for currency in (False, True):
+        text = retail._format_numbers(values, np.random.default_rng(2), currency=currency)
+        again = retail._format_numbers(values, np.random.default_rng(2), currency=currency)
+        assert text.equals(again), "deterministic for the same generator state"
+        fmt = PT_BR_BRL if currency else PT_BR
+        frame = pl.DataFrame({"text": text, "value": np.round(values, 2)})
+        junk = frame.filter(pl.col("text").is_in(list(JUNK_VALUES)))
+        assert abs(junk.height / n - retail.JUNK_SHARE) < 0.001
+        assert abs(frame["text"].null_count() / n - retail.RAW_NULL_SHARE) < 0.0005
+        numbers = frame.filter(
+            pl.col("text").is_not_null() & ~pl.col("text").is_in(list(JUNK_VALUES))
+        )
+        assert numbers["text"].str.contains(number_pattern(fmt)).all()
+        parsed = (
+            numbers["text"]
+            .str.replace_all(r"[^0-9,\-]", "")
+            .str.replace(",", ".", literal=True)
+            .cast(pl.Float64)
+        )
+        assert (parsed == numbers["value"]).all()  # rounded to cents, exactly
+        written = set(numbers["text"])
+        assert {"1.534,00", "1534,00", "1.534", "1534", "12,5", "15,0", "0"} <= written
+        assert {"1.234.567,89", "-3", "-3,00", "0,29"} <= written
+        assert any(t.startswith(" ") and t.endswith(" ") for t in written)
+        has_currency = any(t.startswith(("R$ ", "R$")) for t in written)
+        assert has_currency is currency
 
 
 def test_admmat_stock_makes_the_rupture_filter_selective(admmat: pl.DataFrame) -> None:

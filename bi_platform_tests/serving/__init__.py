@@ -18,10 +18,12 @@ import dagster as dg
 import pytest
 
 from bi_platform.retail.assets import mart_assets, raw_exports, typed_tables
+from bi_platform.retail.checks import retail_checks
 from bi_platform.retail.definitions import defs as retail_defs
 from bi_platform.sample_data.retail import write_retail_exports
 
-RETAIL_ASSETS = [*raw_exports, *typed_tables, *mart_assets]
+#: The retail tables with their checks (which publish each typed table once it passed).
+RETAIL_ASSETS = [*raw_exports, *typed_tables, *mart_assets, *retail_checks]
 
 
 @dataclass(frozen=True)
