@@ -266,3 +266,26 @@ def test_an_engine_that_fails_is_reported(admmat_file: Path) -> None:
     assert not res.ok
     assert res.problems == ["fragile [polars vs dask]: dask failed: RuntimeError: boom"]
     assert res.rows == {"polars": 16}
+
+
+def test_battery_parity_computes_dask_on_the_configured_cluster(admmat_file: Path) -> None:
+    """With DASK_SCHEDULER_ADDRESS set, the blocking parity check's Dask side runs on that
+    scheduler (asserted from its task records), not on local threads."""
+    from distributed import Client, LocalCluster
+
+    from bi_platform.io_managers.engines import EngineConfig, close_dask_clients
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
+        config = EngineConfig(dask_scheduler_address=cluster.scheduler_address)
+        try:
+            results = check_battery_parity(
+                admmat_file, ("polars", "dask"), queries=["top_products_by_une"], config=config
+            )
+            with Client(cluster.scheduler_address) as client:
+                processed = client.run_on_scheduler(
+                    lambda dask_scheduler: len(dask_scheduler.transition_log)
+                )
+        finally:
+            close_dask_clients()
+    assert [r.ok for r in results] == [True]
+    assert processed > 0
