@@ -145,6 +145,17 @@ class Settings(BaseSettings):
         "100/minute", description="Requests per API key (or client address without auth)."
     )
     serving_cache: bool = Field(True, description="false: every request runs its query.")
+    serving_drain_seconds: float = Field(
+        10.0, gt=0, description="Seconds a SIGTERMed API drains its connections before it exits 0."
+    )
+    serving_redis_timeout: float = Field(
+        0.1,
+        gt=0,
+        description="Seconds one Redis command of the API may take (connect: half of it).",
+    )
+    serving_redis_breaker_cooldown: float = Field(
+        2.0, gt=0, description="Seconds the API's Redis circuit breaker stays open before a probe."
+    )
     redis_url: str | None = Field(
         None,
         description="redis://host:port/db for the cache and rate limits. Unset: in-process.",

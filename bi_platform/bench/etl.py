@@ -333,6 +333,7 @@ def run(
         "estimate_fraction": fraction,
         "estimate_records": estimation.population,
         "estimate_sample_size": estimation.sample_size,
+        "estimate_sample_fraction": round(estimation.sample_fraction, 6),
         "estimate_strata": estimation.strata,
         "estimate_seconds": round(estimation.seconds, 3),
         "estimate_rel_error": max(errors) if errors else None,

@@ -5,10 +5,15 @@
   nothing, a changed file a new partition) and each starts its ``etl_file_job`` run;
   rejected files (unsafe name, symlink escaping the inbox, too large, empty, unsupported
   type) are written to the audit log once, never read.
-- ``etl_report_sensor`` (every 30 s): when the files that count (the latest version of
-  each whose run succeeded, so its blocking check passed) differ from those the published
-  estimates cover, ``etl_report_job`` refreshes the estimates and the report; one refresh
-  at a time, a burst of files makes one refresh.
+- ``etl_report_sensor`` (every 30 s): when the state of the files (which version of each
+  name counts -- the one matching its current content --, the duplicates, the rejected
+  and refused files, see :func:`~bi_platform.etl.assets.file_states`) differs from the
+  one the published estimates cover, ``etl_report_job`` refreshes the estimates and the
+  report; one refresh at a time, a burst of files makes one refresh.
+
+A rejected file's run completes (its partition is materialized with the ``rejected``
+outcome), so neither the sensor (run key = partition key) nor ``bi-platform materialize``
+(:func:`pending_partitions`) runs it again; a new content is a new partition.
 - :func:`register_inbox_partitions` and :func:`pending_partitions`: the sensor's
   registration without the daemon, for ``bi-platform etl register`` and ``bi-platform
   materialize``.
@@ -29,7 +34,7 @@ from bi_platform.etl.assets import (
     etl_files,
     etl_report,
     etl_sample_estimates,
-    processed_files,
+    file_states,
 )
 from bi_platform.etl.inbox import InboxFile, hash_cache, scan_inbox
 from bi_platform.etl.resources import EtlResource
@@ -81,12 +86,23 @@ def register_inbox_partitions(
     audit_path: Path | None = None,
 ) -> Registration:
     """Add a partition for every accepted inbox file not registered yet, audit the rejected
-    ones (once) to ``audit_path`` (default: ``audit.jsonl`` beside the inbox), and drop
-    partitions that were never materialized and whose file is gone or changed (they can
-    no longer run). Returns the keys added, all keys, the rejected files and the keys of
-    the current files."""
+    ones (once), and drop partitions that were never materialized and whose file is gone
+    or changed (they can no longer run).
+
+    Args:
+        instance: The Dagster instance.
+        inbox: The inbox directory.
+        max_bytes: The size limit.
+        audit_path: The audit log (default: ``audit.jsonl`` beside the inbox); the hash
+            cache is ``state/inbox_hashes.json`` beside it too.
+
+    Returns:
+        The :class:`Registration`: keys added, all keys, rejected files, current keys.
+    """
     inbox = Path(inbox)
-    accepted, rejected = scan_inbox(inbox, max_bytes)
+    accepted, rejected = scan_inbox(
+        inbox, max_bytes, cache_path=inbox.parent / "state" / "inbox_hashes.json"
+    )
     current = [f.partition_key for f in accepted]
     existing = instance.get_dynamic_partitions(etl_files.name)
     materialized = instance.get_materialized_partitions(RECORDS)
@@ -104,8 +120,17 @@ def register_inbox_partitions(
 
 
 def pending_partitions(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[str]:
-    """Those of ``keys`` (registered partitions) whose records were never materialized,
-    in registration order."""
+    """Those of ``keys`` (registered partitions) that have no outcome yet: their records
+    were never materialized (every outcome -- processed, duplicate, rejected --
+    materializes them), in registration order.
+
+    Args:
+        instance: The Dagster instance.
+        keys: Candidate partition keys (e.g. the current inbox files').
+
+    Returns:
+        The pending keys.
+    """
     materialized = instance.get_materialized_partitions(RECORDS)
     wanted = set(keys)
     return [
@@ -127,9 +152,12 @@ def _cursor(raw: str | None) -> dict:
 def etl_inbox_sensor(context: dg.SensorEvaluationContext, etl: EtlResource) -> dg.SensorResult:
     """New inbox files become ``etl_files`` partitions, each with its run (the run key is
     the partition key, so a file version runs once). The cursor keeps the hashes of
-    unchanged files (same size and mtime), so big files are not hashed every 30 s."""
+    unchanged files (same identity: device, inode, size, mtime, ctime) and so does the
+    shared hash cache, so big files are not hashed every 30 s."""
     cursor = _cursor(context.cursor)
-    accepted, rejected = scan_inbox(etl.inbox_dir, etl.max_bytes, known=cursor.get("hashes"))
+    accepted, rejected = scan_inbox(
+        etl.inbox_dir, etl.max_bytes, known=cursor.get("hashes"), cache_path=etl.hash_cache_path
+    )
     existing = set(context.instance.get_dynamic_partitions(etl_files.name))
     new: list[InboxFile] = [f for f in accepted if f.partition_key not in existing]
     audited = audit_rejections(etl.audit_log(), rejected) if rejected else []
@@ -148,25 +176,36 @@ def etl_inbox_sensor(context: dg.SensorEvaluationContext, etl: EtlResource) -> d
 
 
 def report_is_stale(instance: dg.DagsterInstance, etl: EtlResource) -> tuple[bool, list[str]]:
-    """Whether the published estimates cover other files than those that count now
-    (:func:`~bi_platform.etl.assets.processed_files`: latest successful version of each
-    file); and those keys."""
-    files, _ = processed_files(instance, etl)
-    keys = sorted(f.key for f in files)
+    """Whether the published estimates cover another state of the files than the current
+    one (:func:`~bi_platform.etl.assets.file_states`: the version of each name that
+    counts, duplicates, rejected and refused files), when some file counts.
+
+    Args:
+        instance: The Dagster instance.
+        etl: The resource.
+
+    Returns:
+        ``(stale, keys)``: ``keys`` identify the current state (one line per file, for
+        the run key).
+    """
+    states = file_states(instance, etl)
+    state = states.state()
+    keys = [json.dumps(entry, separators=(",", ":")) for group in state.values() for entry in group]
     published = etl.estimates_dir / ESTIMATES_FILE
     try:
-        covered = sorted(json.loads(published.read_text()).get("partitions") or [])
+        covered = json.loads(published.read_text()).get("state")
     except (OSError, ValueError):
         covered = None
-    return bool(keys) and keys != covered, keys
+    return bool(states.counted) and state != covered, keys
 
 
 @dg.sensor(job=etl_report_job, minimum_interval_seconds=30)
 def etl_report_sensor(context: dg.SensorEvaluationContext, etl: EtlResource) -> dg.SensorResult:
-    """Refresh the estimates and the report when the files that count (each file's latest
-    version whose run succeeded, so its blocking check passed) differ from those the
-    published estimates cover; one refresh at a time. It compares states rather than
-    reacting to run events, so nothing is missed while it is stopped or starting."""
+    """Refresh the estimates and the report when the state of the files (the version of
+    each name matching its current content, whose run succeeded; duplicates; rejected and
+    refused files) differs from the one the published estimates cover; one refresh at a
+    time. It compares states rather than reacting to run events, so nothing is missed
+    while it is stopped or starting."""
     waiting = context.instance.get_runs(
         filters=dg.RunsFilter(
             job_name=etl_report_job.name,
@@ -183,7 +222,7 @@ def etl_report_sensor(context: dg.SensorEvaluationContext, etl: EtlResource) -> 
         return dg.SensorResult(skip_reason=f"a report refresh is running ({waiting[0].run_id})")
     stale, keys = report_is_stale(context.instance, etl)
     if not stale:
-        return dg.SensorResult(skip_reason="the report covers every processed file")
+        return dg.SensorResult(skip_reason="the report covers the current files")
     digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"files:{digest}", tags={"etl/files": str(len(keys))})]

@@ -1,5 +1,9 @@
 """Binary / CSV / Parquet inputs -> validated records Parquet + a dead-letter Parquet.
 
+The input is read through one open descriptor (:func:`parse_file`'s ``fd``, e.g. from
+:func:`~bi_platform.etl.security.open_inbox_file`), never re-opened by name: worker
+processes map it through ``/proc/<pid>/fd/<fd>`` and check it is the same file.
+
 Binary files are memory-mapped and decoded a chunk at a time (``chunk_bytes``, aligned
 to the record size) through the layout's numpy structured dtype: the fields are copied
 out a cache-sized block of records at a time, text fields are dictionary-encoded on
@@ -9,18 +13,26 @@ than one chunk, a process pool decodes the chunks (the task function is module-l
 so it pickles) straight into slots of a shared memory-mapped file; this process wraps
 each slot as Arrow arrays without a copy and appends them, in file order, to the single
 records Parquet file (the output equals the one-worker output). While the pool's
-processes start, this process decodes the first chunks itself.
+processes start, this process decodes the first chunks itself. A binary file whose full
+records fail validation more than :data:`MISALIGNED_RATE` of the time is *misaligned*
+(another record size or layout): none of its records is accepted, each becomes a
+``misaligned`` dead-letter entry and :attr:`ParseResult.rejected_reason` says why.
 
-CSV (numbers read as text, then parsed with vectorised checks; rows with missing/extra
-cells caught by pyarrow's ``invalid_row_handler``) and Parquet inputs (cast per field,
-a missing or unusable column dead-letters every row) go through the same validation.
+CSV: the parser delimits the lines itself (LF; one CR before it belongs to the line end;
+empty lines are blank), so an independent line count always agrees with it; each
+non-blank line after the header is one record: a row of pyarrow's CSV parser (numbers
+read as text, then parsed with vectorised checks) or, when pyarrow would not read it as
+exactly one row of the header's width, a dead-letter entry (``bare_cr``,
+``unclosed_quote``, ``malformed_row``). Parquet inputs are cast per field (a missing or
+unusable column dead-letters every row); corrupt pages, or fewer rows than the footer
+declares, reject the file (:class:`EtlInputError`).
 
 A record that fails becomes one dead-letter entry (:data:`DEAD_LETTER_SCHEMA`): source
-file, row number (binary: record index from 0; CSV: row number with the header as row 1,
-blank lines not counted; Parquet: row index from 0), byte offset (binary only), the raw
-bytes as hex (binary: the record; CSV: the row's text -- re-joined with ``,`` for rows of
-the right shape; Parquet: the row as JSON), the reason (see :data:`REASONS`) and the
-field (null for row-level reasons). ``records_in == records_out + dead_letter`` always.
+file, row number (binary: record index from 0; CSV: the line number in the file, the
+header being line 1; Parquet: row index from 0), byte offset (binary: of the record; CSV:
+of the line), the raw bytes as hex (binary: the record; CSV: the line; Parquet: the row as
+JSON), the reason (see :data:`REASONS`) and the field (null for row-level reasons).
+``records_in == records_out + dead_letter`` always.
 
 On disk the records Parquet has the decoded schema except that timestamps are stored in
 milliseconds (Parquet has no second unit) and text is dictionary-encoded (read back as
@@ -38,6 +50,7 @@ import math
 import mmap
 import multiprocessing
 import os
+import re
 import tempfile
 import threading
 import time
@@ -109,6 +122,9 @@ MISSING_VALUE = "missing_value"  # empty CSV cell / null Parquet value
 MALFORMED_ROW = "malformed_row"  # CSV row with missing or extra cells
 MISSING_FIELD = "missing_field"  # the file has no column for a layout field
 BAD_TYPE = "bad_type"  # the file's column type cannot be cast to the field's
+MISALIGNED = "misaligned"  # a binary file judged misaligned as a whole (none accepted)
+UNCLOSED_QUOTE = "unclosed_quote"  # CSV line whose quoted field does not close on it
+BARE_CR = "bare_cr"  # CSV line with a carriage return that does not end it
 REASONS = (
     TRUNCATED_RECORD,
     INVALID_UTF8,
@@ -122,6 +138,9 @@ REASONS = (
     MALFORMED_ROW,
     MISSING_FIELD,
     BAD_TYPE,
+    MISALIGNED,
+    UNCLOSED_QUOTE,
+    BARE_CR,
 )
 _CODE = {reason: code for code, reason in enumerate(REASONS, start=1)}
 _REASON_NAMES = np.array(["", *REASONS], dtype=object)
@@ -144,8 +163,21 @@ _INT_RE = r"^[+-]?[0-9]+$"
 _UNIT_SECONDS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
+#: A binary file whose full records fail validation more often than this is judged
+#: misaligned (another record size or layout): none of its records is accepted.
+MISALIGNED_RATE = 0.5
+#: ... when it has at least this many full records (fewer say too little).
+MISALIGNED_MIN_RECORDS = 8
+
+
 class EtlInputError(ValueError):
-    """The whole file is unusable (unknown format, not a Parquet file, ...)."""
+    """The whole file is unusable (unknown format, not a Parquet file, corrupt pages,
+    rows that cannot be delimited, ...): it is rejected as a whole."""
+
+
+class EtlOutputError(RuntimeError):
+    """Writing the records or dead-letter files failed (disk full, permissions...): a
+    problem of this machine, not of the input file."""
 
 
 @dataclass(frozen=True)
@@ -209,9 +241,13 @@ class ParseResult:
     records_path: Path
     dead_letter_path: Path
     seconds: float
+    #: Set when the file as a whole cannot be trusted (a misaligned binary file): why.
+    #: Its records are then all in the dead-letter queue.
+    rejected_reason: str | None = None
 
     def as_metadata(self) -> dict[str, Any]:
         return {
+            "rejected_reason": self.rejected_reason,
             "source_file": self.source_file,
             "format": self.format,
             "size_bytes": self.size_bytes,
@@ -532,17 +568,67 @@ def _in_range(values: np.ndarray, low: int, high: int) -> np.ndarray:
     return (values >= values.dtype.type(low_c)) & (values <= values.dtype.type(high_c))
 
 
+@dataclass(frozen=True)
+class _Source:
+    """The input being parsed: an open descriptor (it is never re-opened by name) and
+    what identifies its file, so that worker processes can check they map the same file."""
+
+    fd: int
+    size: int
+    dev: int
+    ino: int
+    pid: int
+
+    @classmethod
+    def of(cls, fd: int) -> _Source:
+        st = os.fstat(fd)
+        return cls(fd, st.st_size, st.st_dev, st.st_ino, os.getpid())
+
+    @property
+    def worker_path(self) -> str:
+        """How another process reaches this descriptor (Linux ``/proc``): the open file
+        itself, not a name in the inbox."""
+        return f"/proc/{self.pid}/fd/{self.fd}"
+
+    def shareable(self) -> bool:
+        """Whether worker processes can map the descriptor (``/proc`` is mounted)."""
+        try:
+            st = Path(self.worker_path).stat()
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (self.dev, self.ino)
+
+    def pread(self, length: int, offset: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+
 def _map(
-    path: str, offset: int, length: int, *, write: bool = False, populate: bool = False
+    target: int | str,
+    offset: int,
+    length: int,
+    *,
+    write: bool = False,
+    populate: bool = False,
+    expect: tuple[int, int] | None = None,
 ) -> tuple[mmap.mmap, int]:
-    """A shared mapping of ``length`` bytes of ``path`` from ``offset``; (mapping, where
-    ``offset`` is inside it) -- the mapping starts at an allocation-granularity
-    boundary. ``populate`` maps the (cached) pages up front, in one call, rather than
-    one page fault at a time."""
+    """A shared mapping of ``length`` bytes of ``target`` (an open descriptor, or a path
+    opened for the mapping only) from ``offset``; (mapping, where ``offset`` is inside it)
+    -- the mapping starts at an allocation-granularity boundary. ``populate`` maps the
+    (cached) pages up front, in one call, rather than one page fault at a time.
+    ``expect`` (device, inode): the opened path must be that file."""
     aligned = offset - offset % mmap.ALLOCATIONGRANULARITY
     flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if write else 0)
-    with open(path, "r+b" if write else "rb") as f:  # noqa: PTH123 - the fd is mapped
+    if isinstance(target, int):
+        mapped = mmap.mmap(
+            target, offset - aligned + length, flags=flags, prot=prot, offset=aligned
+        )
+        return mapped, offset - aligned
+    with open(target, "r+b" if write else "rb") as f:  # noqa: PTH123 - the fd is mapped
+        if expect is not None:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) != expect:
+                raise EtlInputError(f"{target}: not the file being parsed")
         mapped = mmap.mmap(
             f.fileno(), offset - aligned + length, flags=flags, prot=prot, offset=aligned
         )
@@ -557,17 +643,19 @@ def _unmap(mapped: mmap.mmap) -> None:
 
 
 def _decode_range(
-    path: str,
+    target: int | str,
     layout: RecordLayout,
     bounds: tuple[int, int],
     first: int,
     count: int,
     source: str,
     out: list[np.ndarray] | None = None,
+    expect: tuple[int, int] | None = None,
 ) -> _Decoded:
-    """Memory-map ``count`` records from record ``first`` of ``path`` and decode them."""
+    """Memory-map ``count`` records from record ``first`` of ``target`` (descriptor or
+    path, see :func:`_map`) and decode them."""
     size = layout.record_size
-    mapped, at = _map(path, first * size, count * size, populate=True)
+    mapped, at = _map(target, first * size, count * size, populate=True, expect=expect)
     try:
         records = np.frombuffer(mapped, layout.decode_dtype, count=count, offset=at)
         raw_rows = np.frombuffer(mapped, np.uint8, count=count * size, offset=at)
@@ -602,7 +690,8 @@ def _slot_columns(
 
 @dataclass(frozen=True)
 class _ChunkTask:
-    path: str
+    path: str  # the parent's descriptor as seen from a worker (/proc/<pid>/fd/<fd>)
+    expect: tuple[int, int]  # (device, inode) that path must open
     source: str
     layout: RecordLayout
     bounds: tuple[int, int]
@@ -639,7 +728,7 @@ def _decode_chunk_into_slot(task: _ChunkTask) -> _ChunkDone:
         )[0]
     out = _slot_columns(slots, task.slot_offset, plan, task.capacity)
     decoded = _decode_range(
-        task.path, task.layout, task.bounds, task.first, task.count, task.source, out
+        task.path, task.layout, task.bounds, task.first, task.count, task.source, out, task.expect
     )
     return _ChunkDone(decoded.rows, decoded.dictionaries, decoded.dead)
 
@@ -672,32 +761,59 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 class _Sink:
-    """The two Parquet writers of one parse, and the counts."""
+    """The two Parquet writers of one parse, and the counts. A failure to write raises
+    :class:`EtlOutputError` (the machine's problem, not the input's)."""
 
     def __init__(self, records: Path, dead: Path, layout: RecordLayout, row_group: int):
         self.schema = writer_schema(layout)
+        self.layout = layout
+        self.paths = (Path(records), Path(dead))
         self.directory = Path(records).parent
         self.row_group = max(row_group, 1)
-        self.records = pq.ParquetWriter(
-            records, self.schema, store_schema=False, **records_writer_options(layout)
-        )
-        self.dead = pq.ParquetWriter(dead, DEAD_LETTER_SCHEMA, compression="zstd")
+        self.rejected_reason: str | None = None
+        self.closed = True
+        self._open()
+
+    def _open(self) -> None:
+        records, dead = self.paths
+        try:
+            self.records = pq.ParquetWriter(
+                records, self.schema, store_schema=False, **records_writer_options(self.layout)
+            )
+            self.dead = pq.ParquetWriter(dead, DEAD_LETTER_SCHEMA, compression="zstd")
+        except (OSError, pa.ArrowException) as exc:
+            raise EtlOutputError(f"cannot write {records.parent}: {exc}") from exc
+        self.closed = False
         self.records_out = 0
         self.dead_letter = 0
         self.reasons: Counter[str] = Counter()
 
     def write(self, table: pa.Table | None, dead: pa.Table | None) -> None:
-        if table is not None and table.num_rows:
-            self.records.write_table(table, row_group_size=max(self.row_group, table.num_rows))
-            self.records_out += table.num_rows
-        if dead is not None and dead.num_rows:
-            self.dead.write_table(dead)
-            self.dead_letter += dead.num_rows
-            self.reasons.update(_reason_counts(dead))
+        try:
+            if table is not None and table.num_rows:
+                self.records.write_table(table, row_group_size=max(self.row_group, table.num_rows))
+                self.records_out += table.num_rows
+            if dead is not None and dead.num_rows:
+                self.dead.write_table(dead)
+                self.dead_letter += dead.num_rows
+                self.reasons.update(_reason_counts(dead))
+        except OSError as exc:
+            raise EtlOutputError(f"cannot write to {self.directory}: {exc}") from exc
+
+    def restart(self) -> None:
+        """Drop everything written so far and start both files again, empty."""
+        self.close()
+        self._open()
 
     def close(self) -> None:
-        self.records.close()
-        self.dead.close()
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.records.close()
+            self.dead.close()
+        except OSError as exc:
+            raise EtlOutputError(f"cannot write to {self.directory}: {exc}") from exc
 
 
 def records_writer_options(layout: RecordLayout) -> dict[str, Any]:
@@ -713,38 +829,82 @@ def records_writer_options(layout: RecordLayout) -> dict[str, Any]:
     }
 
 
-def _parse_binary(path: Path, source: str, options: ParseOptions, sink: _Sink) -> int:
+def _parse_binary(src: _Source, source: str, options: ParseOptions, sink: _Sink) -> int:
     layout = options.layout
-    size = path.stat().st_size
-    full, tail = divmod(size, layout.record_size)
+    full, tail = divmod(src.size, layout.record_size)
     bounds = options.epoch_bounds
     step = options.chunk_records
     chunks = [(first, min(step, full - first)) for first in range(0, full, step)]
     workers = min(options.workers, len(chunks))
+    if workers > 1 and not src.shareable():
+        logger.info("%s: /proc is not available, decoding in this process only", source)
+        workers = 1
     if workers <= 1:
         for first, count in chunks:
-            decoded = _decode_range(str(path), layout, bounds, first, count, source)
+            decoded = _decode_range(src.fd, layout, bounds, first, count, source)
             sink.write(_records_table(layout, decoded), decoded.dead)
     else:
-        _decode_in_pool(path, source, layout, bounds, chunks, step, workers, sink)
+        _decode_in_pool(src, source, layout, bounds, chunks, step, workers, sink)
     if tail:
-        with path.open("rb") as f:
-            f.seek(full * layout.record_size)
-            rest = np.frombuffer(f.read(tail), np.uint8)
-        verdicts = _Verdicts(1)
-        verdicts.flag(np.ones(1, bool), TRUNCATED_RECORD, -1)
-        sink.write(
-            None,
-            _dead_letters(
-                source,
-                verdicts,
-                [],
-                np.array([full]),
-                np.array([full * layout.record_size]),
-                _hex_fixed(rest.reshape(1, -1)),
-            ),
-        )
+        sink.write(None, _truncated_tail(src, source, layout, full, tail))
+    failed = sink.dead_letter - (1 if tail else 0)
+    if full >= MISALIGNED_MIN_RECORDS and failed > MISALIGNED_RATE * full:
+        sink.rejected_reason = _misaligned_reason(layout, src.size, full, failed, tail)
+        logger.warning("%s: %s", source, sink.rejected_reason)
+        sink.restart()
+        for first, count in chunks:
+            sink.write(None, _dead_letter_range(src, source, layout, first, count))
+        if tail:
+            sink.write(None, _truncated_tail(src, source, layout, full, tail))
     return full + (1 if tail else 0)
+
+
+def _truncated_tail(
+    src: _Source, source: str, layout: RecordLayout, full: int, tail: int
+) -> pa.Table:
+    """The dead-letter entry of a trailing partial record."""
+    rest = np.frombuffer(src.pread(tail, full * layout.record_size), np.uint8)
+    verdicts = _Verdicts(1)
+    verdicts.flag(np.ones(1, bool), TRUNCATED_RECORD, -1)
+    return _dead_letters(
+        source,
+        verdicts,
+        [],
+        np.array([full]),
+        np.array([full * layout.record_size]),
+        _hex_fixed(rest.reshape(1, -1)),
+    )
+
+
+def _misaligned_reason(layout: RecordLayout, size: int, full: int, failed: int, tail: int) -> str:
+    size_note = (
+        f"; its size ({size:,} bytes) is not a multiple of the {layout.record_size}-byte record"
+        if tail
+        else ""
+    )
+    return (
+        f"misaligned: {failed:,} of its {full:,} records ({failed / full:.0%}) fail validation"
+        f"{size_note}: these are not {layout.name!r} records (another record size or layout?); "
+        "none is accepted, every record is dead-lettered as 'misaligned'"
+    )
+
+
+def _dead_letter_range(
+    src: _Source, source: str, layout: RecordLayout, first: int, count: int
+) -> pa.Table:
+    """Every record of a chunk as a ``misaligned`` dead-letter entry."""
+    size = layout.record_size
+    mapped, at = _map(src.fd, first * size, count * size)
+    try:
+        raw = np.frombuffer(mapped, np.uint8, count=count * size, offset=at).reshape(count, size)
+        hexed = _hex_fixed(raw)
+        del raw
+    finally:
+        _unmap(mapped)
+    verdicts = _Verdicts(count)
+    verdicts.flag(np.ones(count, bool), MISALIGNED, -1)
+    numbers = first + np.arange(count, dtype=np.int64)
+    return _dead_letters(source, verdicts, [], numbers, numbers * size, hexed)
 
 
 def _start_workers(pool: ProcessPoolExecutor, count: int, ready: threading.Event) -> None:
@@ -759,7 +919,7 @@ def _start_workers(pool: ProcessPoolExecutor, count: int, ready: threading.Event
 
 
 def _decode_in_pool(
-    path: Path,
+    src: _Source,
     source: str,
     layout: RecordLayout,
     bounds: tuple[int, int],
@@ -801,7 +961,7 @@ def _decode_in_pool(
         try:
             while here < len(chunks) and not ready.is_set():
                 first, count = chunks[here]
-                decoded = _decode_range(str(path), layout, bounds, first, count, source)
+                decoded = _decode_range(src.fd, layout, bounds, first, count, source)
                 sink.write(_records_table(layout, decoded), decoded.dead)
                 here += 1
             logger.debug(
@@ -817,7 +977,8 @@ def _decode_in_pool(
                 first, count = chunks[number]
                 slot = number % nslots
                 task = _ChunkTask(
-                    str(path),
+                    src.worker_path,
+                    (src.dev, src.ino),
                     source,
                     layout,
                     bounds,
@@ -1022,58 +1183,275 @@ def _assemble(layout: RecordLayout, values: list[Any], verdicts: _Verdicts) -> p
 
 
 # -- CSV ------------------------------------------------------------------------------------
+#
+# The parser delimits the lines itself, so that a recount (``count_csv_records``) agrees
+# with it for any bytes: a line ends at LF (one CR before it is part of the terminator);
+# a line that is empty then is blank and not a record. The first line is the header;
+# every other non-blank line is one record: a row of pyarrow's CSV parser, or a
+# dead-letter entry when pyarrow would not read it as exactly one row (a bare CR inside,
+# which pyarrow takes for a line end; a quoted field that does not close on the line,
+# which pyarrow would continue on the next lines).
+
+_LF, _CR, _QUOTE = 10, 13, 34
+_BOM = b"\xef\xbb\xbf"
+#: A line whose quoted fields all close on it (pyarrow's rules: a field is quoted when it
+#: starts with a quote; inside, "" is a quote and " closes; after it, quotes are literal).
+_CLOSED_QUOTES = re.compile(
+    rb'(?:"(?:[^"]|"")*+"[^,]*+|[^",][^,]*+|)(?:,(?:"(?:[^"]|"")*+"[^,]*+|[^",][^,]*+|))*+'
+)
 
 
-def _csv_header(path: Path) -> list[str]:
-    """Column names of the first line (BOM and surrounding spaces removed)."""
-    with path.open("rb") as f:
-        first = f.readline()
-    line = first.decode("utf-8", errors="replace").lstrip("\ufeff")
-    rows = list(csv.reader([line]))
+#: The quoted part of a field (at the line's start or after a comma): removed, the
+#: commas left are the field separators.
+_QUOTED_PART = re.compile(rb'(?:^|(?<=,))"(?:[^"]|"")*+"')
+_COMMA = 44
+
+
+def _fields_per_line(data: np.ndarray, lines: _Lines, quoted: np.ndarray) -> np.ndarray:
+    """How many fields pyarrow's parser splits each line into (its quotes closing on the
+    line): commas + 1, commas inside quoted parts not counted."""
+    where = np.flatnonzero(data == _COMMA)
+    fields = np.ones(len(lines), np.int64)
+    if len(where) and len(lines):
+        index = np.searchsorted(lines.starts, where, side="right") - 1
+        inside = (index >= 0) & (where < lines.ends[np.maximum(index, 0)])
+        fields += np.bincount(index[inside], minlength=len(lines))
+    for i in np.flatnonzero(quoted):
+        line = data[lines.starts[i] : lines.ends[i]].tobytes()
+        fields[i] = 1 + _QUOTED_PART.sub(b"", line).count(b",")
+    return fields
+
+
+def _next_lf(data: np.ndarray, start: int) -> int:
+    """Offset of the first LF at or after ``start`` (``len(data)`` if none), found a
+    block at a time."""
+    while start < len(data):
+        found = np.flatnonzero(data[start : start + CSV_BLOCK_BYTES] == _LF)
+        if len(found):
+            return start + int(found[0])
+        start += CSV_BLOCK_BYTES
+    return len(data)
+
+
+def _csv_header(line: bytes) -> list[str]:
+    """Column names of the header line (BOM, the line end and surrounding spaces removed)."""
+    text = line.removeprefix(_BOM).decode("utf-8", errors="replace")
+    try:
+        rows = list(csv.reader([text]))
+    except csv.Error:
+        rows = [text.split(",")]
     return [name.strip() for name in rows[0]] if rows else []
 
 
-def _csv_row_numbers(valid_first: int, count: int, malformed: list[int]) -> np.ndarray:
-    """CSV row numbers (pyarrow's: header = 1, blank lines not counted) of the valid rows
-    ``valid_first ...``, given the row numbers of the malformed rows skipped so far."""
-    ordinals = np.asarray(sorted(malformed), np.int64) - 2
-    shifted = ordinals - np.arange(len(ordinals))
-    valid = np.arange(valid_first, valid_first + count, dtype=np.int64)
-    return valid + np.searchsorted(shifted, valid, side="right") + 2
+@dataclass(frozen=True)
+class _Lines:
+    """The lines of a block of bytes: start and end offsets (end excludes LF and one CR
+    before it), blank lines dropped; ``numbers`` are 1-based line numbers in the file."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    numbers: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def take(self, mask: np.ndarray) -> _Lines:
+        return _Lines(self.starts[mask], self.ends[mask], self.numbers[mask])
 
 
-def _parse_csv(path: Path, source: str, options: ParseOptions, sink: _Sink) -> int:
+def split_lines(data: np.ndarray, first_number: int) -> tuple[_Lines, int]:
+    """Split bytes into lines (see the CSV section).
+
+    Args:
+        data: The bytes (uint8), starting at a line start.
+        first_number: The line number of the first line.
+
+    Returns:
+        ``(non-blank lines, how many lines in all)`` (blank lines included in the count;
+        a last line without LF counts).
+    """
+    breaks = np.flatnonzero(data == _LF)
+    starts = np.concatenate([np.zeros(1, np.int64), breaks + 1])
+    ends = np.concatenate([breaks, np.array([len(data)], np.int64)])
+    if len(data) and data[-1] == _LF:  # nothing after the last LF
+        starts, ends = starts[:-1], ends[:-1]
+    count = len(starts)
+    numbers = np.arange(first_number, first_number + count, dtype=np.int64)
+    ends = ends.astype(np.int64)
+    cr_end = ends > starts
+    cr_end[cr_end] &= data[ends[cr_end] - 1] == _CR
+    ends = ends - cr_end
+    keep = ends > starts
+    return _Lines(starts[keep], ends[keep], numbers[keep]), count
+
+
+def _lines_with(data: np.ndarray, lines: _Lines, byte: int) -> np.ndarray:
+    """Mask of the lines that contain ``byte``."""
+    where = np.flatnonzero(data == byte)
+    mask = np.zeros(len(lines), bool)
+    if len(where) and len(lines):
+        index = np.searchsorted(lines.starts, where, side="right") - 1
+        inside = (index >= 0) & (where < lines.ends[np.maximum(index, 0)])
+        mask[index[inside]] = True
+    return mask
+
+
+def _gather(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
+    """Binary array of the byte ranges ``[starts, ends)`` of ``data``."""
+    lengths = (ends - starts).astype(np.int64)
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        len(lengths),
+        [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data[index]))],
+    )
+
+
+def _line_dead_letters(
+    source: str, data: np.ndarray, lines: _Lines, base: int, reason: str
+) -> pa.Table:
+    """Every line of ``lines`` as a row-level dead-letter entry (its raw bytes, its line
+    number and the byte offset of its start in the file)."""
+    verdicts = _Verdicts(len(lines))
+    verdicts.flag(np.ones(len(lines), bool), reason, -1)
+    raw = _hex_binary(_gather(data, lines.starts, lines.ends))
+    return _dead_letters(source, verdicts, [], lines.numbers, base + lines.starts, raw)
+
+
+def _parse_csv(src: _Source, source: str, options: ParseOptions, sink: _Sink) -> int:
     layout = options.layout
-    header = _csv_header(path)
-    missing = [f.name for f in layout.fields if f.name not in header]
-    malformed_numbers: list[int] = []  # every malformed row's number, for the row numbers
-    malformed_pending: list[tuple[int, str]] = []  # not yet dead-lettered
+    mapped = mmap.mmap(src.fd, src.size, prot=mmap.PROT_READ)
+    try:
+        data = np.frombuffer(mapped, np.uint8)
+        records = _parse_csv_bytes(data, source, layout, options.epoch_bounds, sink)
+        del data
+    finally:
+        _unmap(mapped)
+    return records
+
+
+def _parse_csv_bytes(
+    data: np.ndarray, source: str, layout: RecordLayout, bounds: tuple[int, int], sink: _Sink
+) -> int:
+    header_end = _next_lf(data, 0)
+    header = _csv_header(data[:header_end].tobytes().removesuffix(b"\r"))
+    names = [s.name for s in layout.specs]
+    position = {}
+    for index, name in enumerate(header):
+        position.setdefault(name, index)
+    missing = [name for name in names if name not in position]
+    columns = [f"c{i}" for i in range(max(1, len(header)))]
+    records = 0
+    start = header_end + 1
+    number = 2
+    while start < len(data):
+        end = min(len(data), start + CSV_BLOCK_BYTES)
+        if end < len(data):
+            last = np.flatnonzero(data[start:end] == _LF)
+            # up to the last line end in the block (a longer line: up to its end)
+            end = (
+                start + int(last[-1]) + 1 if len(last) else min(len(data), _next_lf(data, end) + 1)
+            )
+        block = data[start:end]
+        lines, count = split_lines(block, number)
+        records += len(lines)
+        if len(lines):
+            header_info = (columns, position, missing)
+            _csv_block(block, lines, start, source, layout, bounds, header_info, sink)
+        number += count
+        start = end
+    return records
+
+
+def _csv_block(
+    block: np.ndarray,
+    lines: _Lines,
+    base: int,
+    source: str,
+    layout: RecordLayout,
+    bounds: tuple[int, int],
+    header_info: tuple[list[str], dict[str, int], list[str]],
+    sink: _Sink,
+) -> None:
+    """Parse the non-blank lines of one block (``base``: the block's offset in the file;
+    ``header_info``: pyarrow's column names, the position of each header name, the layout
+    fields the header lacks)."""
+    columns, position, missing = header_info
+    bare_cr = _lines_with(block, lines, _CR)
+    quoted = _lines_with(block, lines, _QUOTE) & ~bare_cr
+    unclosed = np.zeros(len(lines), bool)
+    for i in np.flatnonzero(quoted):
+        line = block[lines.starts[i] : lines.ends[i]].tobytes()
+        unclosed[i] = _CLOSED_QUOTES.fullmatch(line) is None
+    # pyarrow's invalid-row handler cannot take a row that is not UTF-8: rows of the
+    # wrong shape are found here, so pyarrow only gets rows of the header's width
+    misshapen = _fields_per_line(block, lines, quoted & ~unclosed) != len(columns)
+    misshapen &= ~(bare_cr | unclosed)
+    dead: list[pa.Table] = []  # written once per block, in line order
+    for mask, reason in (
+        (bare_cr, BARE_CR),
+        (unclosed, UNCLOSED_QUOTE),
+        (misshapen, MALFORMED_ROW),
+    ):
+        if mask.any():
+            dead.append(_line_dead_letters(source, block, lines.take(mask), base, reason))
+    skipped = bare_cr | unclosed | misshapen
+    fed = lines.take(~skipped)
+    if not len(fed):
+        _write_in_line_order(sink, dead)
+        return
+    if skipped.any():
+        kept = _gather(block, fed.starts, fed.ends).to_pylist()
+        payload = pa.py_buffer(b"\n".join(kept) + b"\n")
+    else:
+        payload = pa.py_buffer(block)  # blank lines and CRLF: pyarrow skips/strips them too
+    if payload.size >= len(_BOM) and payload[: len(_BOM)].to_pybytes() == _BOM:
+        # pyarrow drops a BOM at the start of its input: a blank line first keeps it data
+        payload = pa.py_buffer(b"\n" + payload.to_pybytes())
+    malformed: list[int] = []
 
     def on_invalid(row: Any) -> str:
-        number = row.number if row.number is not None else -1
-        malformed_numbers.append(number)
-        malformed_pending.append((number, row.text))
+        malformed.append(row.number)
         return "skip"
 
-    # Every cell read as bytes (numbers are parsed below with per-row checks); row
-    # numbers are only known to the invalid-row handler without threads.
     reader = pacsv.open_csv(
-        path,
+        pa.BufferReader(payload),
         read_options=pacsv.ReadOptions(
-            use_threads=False, block_size=CSV_BLOCK_BYTES, column_names=header, skip_rows=1
+            use_threads=False,
+            block_size=max(CSV_BLOCK_BYTES, int((fed.ends - fed.starts).max()) + 2),
+            column_names=columns,
         ),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(header, pa.binary()), strings_can_be_null=False
+            column_types=dict.fromkeys(columns, pa.binary()), strings_can_be_null=False
         ),
     )
-    bounds = options.epoch_bounds
-    names = [s.name for s in layout.specs]
-    records_in = 0
-    for batch in reader:
+    try:
+        batches = list(reader)
+    except pa.ArrowInvalid as exc:
+        raise EtlInputError(
+            f"{source}: CSV rows near byte {base:,} cannot be read: {exc}"
+        ) from None
+    rows = sum(batch.num_rows for batch in batches)
+    if rows + len(malformed) != len(fed) or any(n is None for n in malformed):
+        raise EtlInputError(
+            f"{source}: the CSV parser read {rows + len(malformed):,} rows from "
+            f"{len(fed):,} lines near byte {base:,}: rows cannot be delimited"
+        )
+    is_bad = np.zeros(len(fed), bool)
+    is_bad[np.asarray(malformed, np.int64) - 1] = True
+    if is_bad.any():
+        dead.append(_line_dead_letters(source, block, fed.take(is_bad), base, MALFORMED_ROW))
+    good = fed.take(~is_bad)
+    done = 0
+    specs = layout.specs
+    names = [s.name for s in specs]
+    for batch in batches:
         n = batch.num_rows
-        numbers = _csv_row_numbers(records_in, n, malformed_numbers)
-        records_in += n
+        lines = good.take(slice(done, done + n))
+        done += n
         verdicts = _Verdicts(n)
         table = None
         if missing:
@@ -1081,41 +1459,26 @@ def _parse_csv(path: Path, source: str, options: ParseOptions, sink: _Sink) -> i
         else:
             values = [
                 _convert_field(
-                    batch.column(batch.schema.get_field_index(spec.name)),
-                    spec,
-                    verdicts,
-                    index,
-                    bounds,
-                    empty_is_missing=True,
+                    batch.column(position[spec.name]), spec, verdicts, index, bounds, True
                 )
-                for index, spec in enumerate(layout.specs)
+                for index, spec in enumerate(specs)
             ]
             table = _assemble(layout, values, verdicts)
-        dead = None
         bad = np.flatnonzero(~verdicts.good)
         if len(bad):
-            cells = batch.take(pa.array(bad)).columns
-            joined = (
-                pc.binary_join_element_wise(*cells, b",")
-                if cells
-                else pa.array([b""] * len(bad), pa.binary())
+            raw = _hex_binary(_gather(block, lines.starts[bad], lines.ends[bad]))
+            dead.append(
+                _dead_letters(
+                    source, verdicts, names, lines.numbers[bad], base + lines.starts[bad], raw
+                )
             )
-            dead = _dead_letters(source, verdicts, names, numbers[bad], None, _hex_binary(joined))
-        sink.write(table, dead)
-        _flush_malformed(source, malformed_pending, sink)
-    _flush_malformed(source, malformed_pending, sink)
-    return records_in + len(malformed_numbers)
+        sink.write(table, None)
+    _write_in_line_order(sink, dead)
 
 
-def _flush_malformed(source: str, pending: list[tuple[int, str]], sink: _Sink) -> None:
-    """Dead-letter the malformed rows collected so far (and forget their text)."""
-    if pending:
-        verdicts = _Verdicts(len(pending))
-        verdicts.flag(np.ones(len(pending), bool), MALFORMED_ROW, -1)
-        raw = pa.array([text.encode("utf-8", "surrogateescape") for _, text in pending])
-        numbers = np.array([number for number, _ in pending], np.int64)
-        sink.write(None, _dead_letters(source, verdicts, [], numbers, None, _hex_binary(raw)))
-        pending.clear()
+def _write_in_line_order(sink: _Sink, dead: list[pa.Table]) -> None:
+    if dead:
+        sink.write(None, pa.concat_tables(dead).sort_by("row_number"))
 
 
 # -- Parquet --------------------------------------------------------------------------------
@@ -1148,12 +1511,44 @@ def _parquet_schema_problem(schema: pa.Schema, layout: RecordLayout) -> tuple[st
     return None
 
 
-def _parse_parquet(path: Path, source: str, options: ParseOptions, sink: _Sink) -> int:
+def fd_file(fd: int) -> Any:
+    """A binary file object over an open file.
+
+    Args:
+        fd: The open file.
+
+    Returns:
+        A file object on a duplicate descriptor, at offset 0 (closing it leaves ``fd``
+        open).
+    """
+    handle = os.fdopen(os.dup(fd), "rb")
+    handle.seek(0)
+    return handle
+
+
+def _parse_parquet(src: _Source, source: str, options: ParseOptions, sink: _Sink) -> int:
+    with fd_file(src.fd) as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+            expected = parquet.metadata.num_rows
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise EtlInputError(f"{source}: not a readable Parquet file ({exc})") from None
+        try:
+            records_in = _parquet_rows(parquet, source, options, sink)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # an error of the machine (EIO...), not of the bytes
+            raise EtlInputError(f"{source}: corrupt Parquet data ({exc})") from None
+    if records_in != expected:
+        raise EtlInputError(
+            f"{source}: the Parquet footer declares {expected:,} rows but {records_in:,} "
+            "could be read"
+        )
+    return records_in
+
+
+def _parquet_rows(parquet: Any, source: str, options: ParseOptions, sink: _Sink) -> int:
     layout = options.layout
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise EtlInputError(f"{source}: not a readable Parquet file ({exc})") from None
     schema = parquet.schema_arrow
     problem = _parquet_schema_problem(schema, layout)
     names = [s.name for s in layout.specs]
@@ -1191,7 +1586,7 @@ def _parse_parquet(path: Path, source: str, options: ParseOptions, sink: _Sink) 
 
 # -- entry points ---------------------------------------------------------------------------
 
-_PARSERS: dict[str, Callable[[Path, str, ParseOptions, _Sink], int]] = {
+_PARSERS: dict[str, Callable[[_Source, str, ParseOptions, _Sink], int]] = {
     "binary": _parse_binary,
     "csv": _parse_csv,
     "parquet": _parse_parquet,
@@ -1204,33 +1599,66 @@ def parse_file(
     dead_letter_path: Path,
     options: ParseOptions,
     source_name: str | None = None,
+    *,
+    fd: int | None = None,
 ) -> ParseResult:
-    """Decode and validate ``path`` into ``records_path`` and ``dead_letter_path``
-    (Parquet, both written atomically; schema-only when empty)."""
+    """Decode and validate one input file into ``records_path`` and ``dead_letter_path``
+    (Parquet, both written atomically; schema-only when empty).
+
+    Args:
+        path: The input's name (its suffix gives the format); read through ``fd`` when
+            given, else opened once.
+        records_path: Where the valid records go.
+        dead_letter_path: Where the dead-letter entries go.
+        options: Layout, timestamp window, chunk size, workers.
+        source_name: The name in dead-letter entries and logs (default: the file name).
+        fd: An open descriptor of the input (e.g. from
+            :func:`~bi_platform.etl.security.open_inbox_file`): the file is read only
+            through it (worker processes map it through ``/proc/<pid>/fd``).
+
+    Returns:
+        The :class:`ParseResult` (``records_in == records_out + dead_letter`` always).
+        :class:`EtlInputError`: the file cannot be read as a whole (it is rejected);
+        :class:`EtlOutputError`: the outputs cannot be written.
+    """
     started = time.perf_counter()
     path = Path(path)
     source = source_name or path.name
     fmt = detect_format(path)
-    size = path.stat().st_size
-    records_path, dead_letter_path = Path(records_path), Path(dead_letter_path)
-    records_path.parent.mkdir(parents=True, exist_ok=True)
-    dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(records_path) as records_tmp, atomic_target(dead_letter_path) as dead_tmp:
-        sink = _Sink(records_tmp, dead_tmp, options.layout, options.chunk_records)
+    own = fd is None
+    if own:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    assert fd is not None
+    try:
+        src = _Source.of(fd)
+        records_path, dead_letter_path = Path(records_path), Path(dead_letter_path)
         try:
-            records_in = _PARSERS[fmt](path, source, options, sink) if size else 0
-        finally:
-            sink.close()
-            _free_scratch()
-    if records_in != sink.records_out + sink.dead_letter:  # pragma: no cover - a bug
-        raise AssertionError(
+            records_path.parent.mkdir(parents=True, exist_ok=True)
+            dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EtlOutputError(f"cannot create {records_path.parent}: {exc}") from exc
+        with (
+            atomic_target(records_path) as records_tmp,
+            atomic_target(dead_letter_path) as dead_tmp,
+        ):
+            sink = _Sink(records_tmp, dead_tmp, options.layout, options.chunk_records)
+            try:
+                records_in = _PARSERS[fmt](src, source, options, sink) if src.size else 0
+            finally:
+                sink.close()
+                _free_scratch()
+    finally:
+        if own:
+            os.close(fd)
+    if records_in != sink.records_out + sink.dead_letter:
+        raise EtlInputError(
             f"{source}: {records_in} records in but {sink.records_out} out + "
             f"{sink.dead_letter} dead-lettered"
         )
     result = ParseResult(
         source_file=source,
         format=fmt,
-        size_bytes=size,
+        size_bytes=src.size,
         records_in=records_in,
         records_out=sink.records_out,
         dead_letter=sink.dead_letter,
@@ -1238,12 +1666,13 @@ def parse_file(
         records_path=records_path,
         dead_letter_path=dead_letter_path,
         seconds=time.perf_counter() - started,
+        rejected_reason=sink.rejected_reason,
     )
     logger.info(
         "%s (%s, %s bytes): %d in, %d out, %d dead-lettered %s in %.2f s",
         source,
         fmt,
-        f"{size:,}",
+        f"{src.size:,}",
         result.records_in,
         result.records_out,
         result.dead_letter,

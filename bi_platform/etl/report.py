@@ -91,17 +91,26 @@ def system_profile() -> dict[str, Any]:
     }
 
 
-def top_products(records: pl.LazyFrame, n: int = 10) -> list[tuple[str, float]]:
-    """The ``n`` products with the largest total value (cents), largest first; ties by name."""
+def top_products(records: pl.LazyFrame, n: int = 10) -> list[tuple[str, int]]:
+    """The ``n`` products with the largest total value, largest first; ties by name.
+
+    Args:
+        records: The records (``product``, ``value`` in cents).
+        n: How many.
+
+    Returns:
+        ``(product, total value in cents)`` pairs; totals are exact integers (summed in
+        128 bits: no wrap).
+    """
     top = (
         records.lazy()
         .group_by("product")
-        .agg(pl.col("value").cast(pl.Int64).sum().alias("value"))
+        .agg(pl.col("value").cast(pl.Int128).sum().alias("value"))
         .sort(["value", "product"], descending=[True, False], nulls_last=True)
         .head(n)
         .collect(engine="streaming")
     )
-    return [("" if p is None else str(p), float(v)) for p, v in top.iter_rows()]
+    return [("" if p is None else str(p), int(v)) for p, v in top.iter_rows()]
 
 
 # -- formatting --------------------------------------------------------------------------------
@@ -112,7 +121,15 @@ def _int(value: Any) -> str:
 
 
 def _money(cents: Any) -> str:
-    return "—" if cents is None else f"{float(cents) / 100:,.2f}"
+    """Cents as currency units with two decimals (exact for integers of any size)."""
+    if cents is None:
+        return "—"
+    if isinstance(cents, int) or (isinstance(cents, float) and cents.is_integer()):
+        whole = int(cents)
+        sign = "-" if whole < 0 else ""
+        units, rest = divmod(abs(whole), 100)
+        return f"{sign}{units:,}.{rest:02d}"
+    return f"{float(cents) / 100:,.2f}"
 
 
 def _compact(value: float) -> str:
@@ -158,6 +175,11 @@ def _plain(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+def _percent(share: Any) -> str:
+    """A share (0..1) as a percentage with three significant digits."""
+    return "—" if share is None else f"{float(share) * 100:.3g}%"
+
+
 def _truncate(text: str, limit: int = 28) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -191,9 +213,19 @@ def bar_chart(items: Iterable[tuple[str, float]], fmt: Any) -> dict[str, Any]:
     return {"height": 4 + len(rows) * row_h, "bars": bars}
 
 
-def interval_chart(estimate: Mapping[str, Any], fmt: Any) -> dict[str, Any]:
+def interval_chart(estimate: Mapping[str, Any], fmt: Any, scale: float = 1.0) -> dict[str, Any]:
     """Estimate (dot), its confidence interval (bar) and the exact total (line) on one axis;
-    horizontal positions are percentages of the chart width."""
+    horizontal positions are percentages of the chart width.
+
+    Args:
+        estimate: ``estimate, ci_low, ci_high, exact`` in the column's stored unit.
+        fmt: Formats a stored value as a label (e.g. cents as currency units).
+        scale: Stored units per displayed unit (100 for cents shown as currency units):
+            the axis ticks are in the displayed unit, like the labels.
+
+    Returns:
+        The chart geometry and labels.
+    """
     est = float(estimate.get("estimate") or 0.0)
     low = float(estimate.get("ci_low", est))
     high = float(estimate.get("ci_high", est))
@@ -218,7 +250,11 @@ def interval_chart(estimate: Mapping[str, Any], fmt: Any) -> dict[str, Any]:
         "left": left,
         "right": right,
         "ticks": [
-            {"x": x(t), "label": _compact(t), "anchor": ("start", *["middle"] * 3, "end")[k]}
+            {
+                "x": x(t),
+                "label": _compact(t / scale),
+                "anchor": ("start", *["middle"] * 3, "end")[k],
+            }
             for k, t in enumerate(ticks)
         ],
         "ci": {"x": x(low), "w": max(0.4, round(x(high) - x(low), 2)), "y": 38, "h": 20},
@@ -244,12 +280,16 @@ _SYSTEM_LABELS = {
     "libraries": "Libraries",
 }
 _COLUMN_FORMATS = {"value": _money, "quantity": _int}
+#: Stored units per displayed unit (value is stored in cents, shown in currency units).
+_COLUMN_SCALES = {"value": 100.0}
 _COLUMN_TITLES = {"value": "Value (currency units)", "quantity": "Quantity (units)"}
+_COLUMN_UNITS = {"value": "currency units", "quantity": "units"}
 
 
 def _file_row(meta: Mapping[str, Any]) -> dict[str, Any]:
     dead = int(meta.get("dead_letter") or 0)
     return {
+        "note": str(meta.get("note") or ""),
         "name": str(meta.get("source_file") or meta.get("name") or "?"),
         "format": str(meta.get("format") or "?"),
         "size": _bytes(meta.get("size_bytes", meta.get("size"))),
@@ -272,6 +312,7 @@ def _estimate_rows(estimates: Mapping[str, Any]) -> list[dict[str, Any]]:
             {
                 "column": column,
                 "title": _COLUMN_TITLES.get(column, column),
+                "unit": _COLUMN_UNITS.get(column, "the column's unit"),
                 "estimate": fmt(est.get("estimate")),
                 "standard_error": fmt(est.get("standard_error")),
                 "ci": f"{fmt(est.get('ci_low'))} {_DASH} {fmt(est.get('ci_high'))}",
@@ -279,7 +320,7 @@ def _estimate_rows(estimates: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "relative_error": "—" if rel is None else f"{float(rel) * 100:.3f}%",
                 "covers": est.get("covers"),
                 "confidence": f"{confidence * 100:g}%",
-                "chart": interval_chart(est, fmt),
+                "chart": interval_chart(est, fmt, _COLUMN_SCALES.get(column, 1.0)),
             }
         )
     return rows
@@ -309,15 +350,32 @@ def _view_model(context: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in system.items()
     ]
     rejected = [
-        (str(r.get("name", "?")), str(r.get("reason", "")))
+        {
+            "name": str(r.get("name", "?")),
+            "reason": str(r.get("reason", "")),
+            "stage": "read" if r.get("stage") == "parse" else "inbox",
+            "sha256": str(r.get("sha256") or ""),
+        }
         if isinstance(r, Mapping)
-        else (str(r[0]), str(r[1]))
+        else {"name": str(r[0]), "reason": str(r[1]), "stage": "inbox", "sha256": ""}
         for r in context.get("rejected") or []
+    ]
+    duplicates = [
+        {
+            "name": str(d.get("name", "?")),
+            "key": str(d.get("key", "")),
+            "duplicate_of": str(d.get("duplicate_of") or ""),
+        }
+        for d in context.get("duplicates") or []
     ]
     estimate_rows = _estimate_rows(estimates) if estimates else []
     value_rel = (estimates.get("estimates") or {}).get("value", {}).get("relative_error")
     kpis = [
-        ("Files", _int(len(files)), _bytes(total_size)),
+        (
+            "Files",
+            _int(len(files)),
+            f"{_bytes(total_size)} · {len(rejected)} rejected · {len(duplicates)} duplicate(s)",
+        ),
         ("Records in", _int(total_in), "decoded and validated"),
         ("Records out", _int(total_out), "written to Parquet"),
         ("Dead-letter", _int(total_dead), f"{len(reasons)} reason(s)"),
@@ -325,7 +383,8 @@ def _view_model(context: Mapping[str, Any]) -> dict[str, Any]:
             "Value estimate error",
             "—" if value_rel is None else f"{float(value_rel) * 100:.3f}%",
             (
-                f"sample of {_int(estimates.get('sample_size'))} rows"
+                f"sample of {_int(estimates.get('sample_size'))} rows "
+                f"({_percent(estimates.get('sample_fraction'))} of the records)"
                 if estimates
                 else "no estimate"
             ),
@@ -345,6 +404,7 @@ def _view_model(context: Mapping[str, Any]) -> dict[str, Any]:
             "reconciled": total_in == total_out + total_dead,
         },
         "rejected": rejected,
+        "duplicates": duplicates,
         "top_chart": bar_chart(top, _money) if top else None,
         "dead_chart": bar_chart(reasons, _int) if reasons else None,
         "estimates": estimate_rows,
@@ -352,8 +412,11 @@ def _view_model(context: Mapping[str, Any]) -> dict[str, Any]:
             {
                 "population": _int(estimates.get("population")),
                 "sample_size": _int(estimates.get("sample_size")),
+                "sample_fraction": _percent(estimates.get("sample_fraction")),
                 "strata": _int(estimates.get("strata")),
-                "fraction": f"{float(estimates.get('fraction', 0)) * 100:g}%",
+                "sampling_strata": _int(estimates.get("sampling_strata")),
+                "fraction": _percent(estimates.get("fraction")),
+                "reason": _plain(estimates.get("size_reason") or ""),
                 "seed": _plain(estimates.get("seed")),
                 "confidence": f"{float(estimates.get('confidence', 0.95)) * 100:g}%",
                 "seconds": _seconds(estimates.get("seconds")),
@@ -383,8 +446,17 @@ def _environment() -> jinja2.Environment:
 
 
 def render_report(context: Mapping[str, Any]) -> str:
-    """The report page for ``context`` (keys: generated_at, files, dead_letter_reasons,
-    top_products, estimates, config, timings, system; optional title, rejected)."""
+    """The report page for ``context``.
+
+    Args:
+        context: generated_at, files (their summaries), dead_letter_reasons, top_products
+            (product, cents), estimates, config, timings, system; optional title,
+            rejected (name, reason, stage ``inbox``/``parse``, sha256) and duplicates
+            (name, key, duplicate_of).
+
+    Returns:
+        The HTML page (self-contained).
+    """
     html = _environment().get_template(TEMPLATE).render(**_view_model(context))
     logger.debug("report rendered: %d characters", len(html))
     return html

@@ -1,5 +1,6 @@
 """Resources of the etl domain: where the ETL reads and writes, and how it parses."""
 
+import logging
 import os
 from datetime import datetime
 from pathlib import Path
@@ -7,9 +8,9 @@ from typing import Any
 
 import dagster as dg
 
-from bi_platform.etl.layouts import RecordLayout, get_layout
+from bi_platform.etl.layouts import LayoutError, RecordLayout, get_layout
 from bi_platform.etl.parser import ParseOptions
-from bi_platform.etl.security import AuditLog
+from bi_platform.etl.security import AUDIT_DETAIL_MAX, AuditLog
 from bi_platform.settings import Settings, get_settings
 
 
@@ -71,6 +72,11 @@ class EtlResource(dg.ConfigurableResource):
         return self.root / "audit.jsonl"
 
     @property
+    def hash_cache_path(self) -> Path:
+        """The sha256 of each inbox file by identity, shared by every inbox scan."""
+        return self.root / "state" / "inbox_hashes.json"
+
+    @property
     def max_bytes(self) -> int:
         return int(float(self._pick(self.max_file_mb, "etl_max_file_mb")) * 2**20)
 
@@ -107,10 +113,28 @@ class EtlResource(dg.ConfigurableResource):
         return low, high
 
     def record_layout(self) -> RecordLayout:
+        """The configured record layout. A refused layout (unknown name, malformed layouts
+        file, bad format or field) is written to the audit log (once per distinct reason
+        in a row) before :class:`~bi_platform.etl.layouts.LayoutError` propagates."""
         layouts_file = self._pick(self.layouts_file, "etl_layouts_file")
-        return get_layout(
-            self._pick(self.layout, "etl_layout"), Path(layouts_file) if layouts_file else None
-        )
+        name = self._pick(self.layout, "etl_layout")
+        try:
+            return get_layout(name, Path(layouts_file) if layouts_file else None)
+        except LayoutError as exc:
+            self._audit_refused_layout(str(name), layouts_file, exc)
+            raise
+
+    def _audit_refused_layout(self, name: str, layouts_file: Any, exc: LayoutError) -> None:
+        entry_name = f"layout:{name}"
+        detail = f"record layout refused ({layouts_file or 'packaged layouts'}): {exc}"
+        try:
+            audit = self.audit_log()
+            previous = [e for e in audit.entries() if e.get("name") == entry_name]
+            if previous and previous[-1].get("detail") == detail[:AUDIT_DETAIL_MAX]:
+                return
+            audit.record(name=entry_name, size=None, sha256=None, result="refused", detail=detail)
+        except OSError as audit_error:  # the layout error is what the caller must see
+            logging.getLogger(__name__).warning("refused layout not audited: %s", audit_error)
 
     def parse_options(self) -> ParseOptions:
         low, high = self.timestamp_window()

@@ -10,10 +10,17 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from bi_platform.automation import after_upstream_gates
 from bi_platform.news import pg_schema
-from bi_platform.news.hf_sync import sync_to_hf
+from bi_platform.news.hf_sync import (
+    REPAIR_COMMAND,
+    REPAIR_HINT,
+    REPAIR_RUN_CONFIG,
+    PublicationRefusedError,
+    sync_to_hf,
+)
 from bi_platform.news.ingest import parse_inbox
 from bi_platform.news.pg_store import load_reference_data, migrate_from_repo
 from bi_platform.news.records import HF_SCHEMA
@@ -257,6 +264,19 @@ def news_ingest(
     )
 
 
+class HfNewsSyncConfig(dg.Config):
+    """Run configuration of ``news/hf_news_sync`` (the UI launchpad shows it)."""
+
+    full: bool = Field(
+        default=False,
+        description=(
+            "Repair: rebuild EVERY month's shard from PostgreSQL (and delete months PG does "
+            "not have), instead of only the months with rows not synced yet. Use it when a "
+            "gate of hf_news_sync fails; same as `bi-platform news resync`."
+        ),
+    )
+
+
 @dg.asset(
     key=news_key("hf_news_sync"),
     deps=[news_pg, news_ingest],
@@ -269,19 +289,50 @@ def news_ingest(
 )
 def hf_news_sync(
     context: dg.AssetExecutionContext,
+    config: HfNewsSyncConfig,
     postgres: PostgresResource,
     news_repo: NewsDatasetRepoResource,
 ) -> dg.MaterializeResult:
     """PostgreSQL -> HF incremental sync: rows never synced or edited since their last
     sync, grouped by publication month; each affected month's shard is rebuilt from PG
-    and all of them go in ONE commit; rows are marked synced with the commit revision
-    only after it succeeds. Memory is bounded by one month, not the dataset. Runs after
-    every ingest (declarative automation) once the upstream blocking checks passed."""
+    and all of them go in ONE commit, after a check of exactly what is about to be
+    published (row counts per month equal PG's, no unique_id twice in the dataset; else
+    nothing is published); rows are marked synced with the commit revision only after
+    it succeeds. The repo's working copy is brought to HEAD first (a crashed sync heals
+    here). Config ``full: true`` rebuilds every month (the repair named by the gates).
+    Memory is bounded by one month, not the dataset. Runs after every ingest
+    (declarative automation) once the upstream blocking checks passed."""
     repo = news_repo.open()
-    report = sync_to_hf(postgres.resolved_url(), repo)
-    context.log.info("sync: %d rows over %d months", report.rows_exported, len(report.months))
+    try:
+        report = sync_to_hf(postgres.resolved_url(), repo, full=config.full)
+    except PublicationRefusedError as exc:
+        raise dg.Failure(
+            description=str(exc),
+            metadata={
+                "months": exc.months[:20],
+                "duplicated_ids": list(exc.duplicates)[:20],
+                "count_mismatches": [
+                    f"{m}: pg={pg} hf={hf}" for m, (pg, hf) in exc.count_mismatches.items()
+                ][:20],
+                "remedy": REPAIR_HINT,
+                "remedy_command": REPAIR_COMMAND,
+                "remedy_run_config": dg.MetadataValue.json(REPAIR_RUN_CONFIG),
+            },
+        ) from exc
+    if report.repaired:
+        context.log.warning(
+            "the working copy was behind HEAD; repaired before the sync: %s", report.repaired
+        )
+    context.log.info(
+        "sync%s: %d rows over %d months",
+        " (full)" if report.full else "",
+        report.rows_exported,
+        len(report.months),
+    )
     return dg.MaterializeResult(
         metadata={
+            "full": report.full,
+            "working_copy_repaired": report.repaired,
             "revision": report.revision or "",
             "months": report.months,
             "rows_exported": report.rows_exported,

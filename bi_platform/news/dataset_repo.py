@@ -16,10 +16,23 @@ is in memory at a time; shards are staged to temporary files).
 Backends:
 
 * :class:`LocalDatasetRepo` (the default): content-addressed objects + one JSON manifest per
-  revision under ``root/.repo/``; ``HEAD`` is swapped atomically; ``root/`` shows the head.
+  revision under ``root/.repo/``; ``HEAD`` is swapped atomically; ``root/`` (the working
+  copy: what ``datasets.load_dataset(root)`` reads) shows the head.
 * :class:`HubDatasetRepo`: a dataset repo on the Hub (or a mirror) through ``huggingface_hub``.
 
 :func:`open_dataset_repo` picks one from :class:`~bi_platform.settings.Settings`.
+
+What users read vs the history: :meth:`DatasetRepo.published` gives the files a user of
+the repo reads now (the local working copy, or what the Hub serves at its head), resolved
+through the dataset card's ``data_files`` as the ``datasets`` library resolves them;
+:meth:`DatasetRepo.published_differences` says where they differ from ``HEAD`` (the
+integrity gates read both). :meth:`DatasetRepo.sync_working_copy` brings a stale working
+copy to ``HEAD`` (every commit does it first, and so does every sync);
+:meth:`DatasetRepo.checkout` writes a plain copy of any revision.
+
+Crash tests: :func:`crash_point` marks the named steps of a commit (:data:`CRASH_STEPS`);
+with ``BI_PLATFORM_NEWS_CRASH_AT=<step>`` in the environment the process SIGKILLs itself
+there. Test-only; unset, each point costs one environment lookup.
 """
 
 from __future__ import annotations
@@ -31,11 +44,13 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,12 +122,52 @@ class ShardNotFoundError(DatasetRepoError, LookupError):
     """No shard for that month at that revision."""
 
 
+class RepoFileNotFoundError(DatasetRepoError, LookupError):
+    """No file at that path in that revision."""
+
+
 class HubError(DatasetRepoError):
     """A Hub request failed. The message never contains the token."""
 
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+# -- crash points (tests) -------------------------------------------------------------------
+#: Environment variable naming the step (one of :data:`CRASH_STEPS`) at which the process
+#: kills itself with SIGKILL: a hook for crash tests only, never set in production.
+CRASH_AT_ENV = "BI_PLATFORM_NEWS_CRASH_AT"
+
+#: The named steps of a sync, in order. ``sync:*`` are in :mod:`bi_platform.news.hf_sync`,
+#: ``repo:*`` in :meth:`LocalDatasetRepo.commit`:
+#:
+#: * ``sync:exported``: every month exported from PG and staged; nothing in the repo yet;
+#: * ``repo:objects_written``: objects and manifest durable; ``HEAD`` not moved;
+#: * ``repo:head_moved``: ``HEAD`` moved (the commit point); the working copy untouched;
+#: * ``repo:worktree_partial``: one file of the working copy replaced, the others stale;
+#: * ``repo:worktree_updated``: working copy done, its ``WORKTREE`` marker not written;
+#: * ``sync:committed``: the commit returned; no PG row marked synced yet.
+CRASH_STEPS = (
+    "sync:exported",
+    "repo:objects_written",
+    "repo:head_moved",
+    "repo:worktree_partial",
+    "repo:worktree_updated",
+    "sync:committed",
+)
+
+
+def crash_point(step: str) -> None:
+    """SIGKILL this process if ``BI_PLATFORM_NEWS_CRASH_AT`` names ``step`` (tests only).
+
+    Args:
+        step: one of :data:`CRASH_STEPS`.
+    """
+    if os.environ.get(CRASH_AT_ENV) == step:
+        logger.warning("crash point %s: killing process %d (SIGKILL)", step, os.getpid())
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # -- the commit record ----------------------------------------------------------------------
@@ -480,6 +535,188 @@ def _parse_trailer(text: str | None, key: str) -> tuple[str, ...]:
     return ()
 
 
+# -- what users read ------------------------------------------------------------------------
+_FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
+#: What ``datasets`` falls back to for this layout when a card declares no data files.
+DEFAULT_DATA_FILES = (f"{DATA_DIR}/*.parquet",)
+
+
+def _patterns_of(value: Any) -> list[str]:
+    """The path patterns of one ``data_files`` value (str, list, or {split: ...})."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        if "path" in value:
+            return _patterns_of(value["path"])
+        return [p for v in value.values() for p in _patterns_of(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _patterns_of(v)]
+    return []
+
+
+def card_data_files(card: str | None) -> tuple[list[str], list[str]]:
+    """The ``data_files`` patterns a dataset card declares, and what is wrong with it.
+
+    Reads the YAML front matter's ``configs[*].data_files`` (a string, a list, or
+    ``{split, path}`` entries), as the ``datasets`` library does.
+
+    Args:
+        card: the README.md text; None when the repo has no card.
+
+    Returns:
+        ``(patterns, problems)``: the declared patterns (sorted, unique) and a sentence
+        per problem (no card, no front matter, invalid YAML, patterns reaching outside the
+        repo, which are dropped, no ``data_files``). Without a usable pattern the patterns
+        are :data:`DEFAULT_DATA_FILES`, what a reader would fall back to for this layout.
+    """
+    if card is None:
+        return list(DEFAULT_DATA_FILES), [f"no {CARD_PATH} (dataset card)"]
+    match = _FRONT_MATTER_RE.match(card)
+    if match is None:
+        return list(DEFAULT_DATA_FILES), [f"{CARD_PATH} has no YAML front matter"]
+    try:
+        meta = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError as exc:
+        return list(DEFAULT_DATA_FILES), [f"{CARD_PATH}: invalid YAML front matter: {exc}"]
+    configs = meta.get("configs") if isinstance(meta, Mapping) else None
+    declared = sorted(
+        {
+            p.removeprefix("./")
+            for c in (configs if isinstance(configs, list) else [])
+            if isinstance(c, Mapping)
+            for p in _patterns_of(c.get("data_files"))
+        }
+    )
+    outside = [p for p in declared if "://" in p or p.startswith("/") or ".." in p.split("/")]
+    patterns = [p for p in declared if p not in outside]
+    problems = [f"{CARD_PATH}: data_files outside the repo: {outside}"] if outside else []
+    if not patterns:
+        problems.append(f"{CARD_PATH} declares no configs[].data_files")
+        return list(DEFAULT_DATA_FILES), problems
+    return patterns, problems
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob over repo paths: ``*``/``?`` stay within a directory, ``**`` crosses them."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def match_data_files(patterns: Iterable[str], paths: Iterable[str]) -> list[str]:
+    """The repo paths a card's ``data_files`` patterns select, sorted.
+
+    Hidden files and files in hidden directories (a component starting with ``.``) are
+    never selected, as in ``datasets``.
+
+    Args:
+        patterns: glob patterns relative to the repo root.
+        paths: repo paths (``/``-separated).
+
+    Returns:
+        The selected paths, sorted.
+    """
+    regexes = [_glob_regex(p) for p in patterns]
+    return sorted(
+        p
+        for p in paths
+        if not any(part.startswith(".") for part in p.split("/"))
+        and any(r.fullmatch(p) for r in regexes)
+    )
+
+
+def data_file_key(path: str) -> str:
+    """The month of a shard path (``data/2024-11.parquet`` -> ``2024-11``); other paths
+    are their own key."""
+    match = _SHARD_RE.fullmatch(path)
+    return match.group(1) if match else path
+
+
+@dataclass(frozen=True)
+class Published:
+    """The files a user of the repo reads now (:meth:`DatasetRepo.published`).
+
+    ``revision``: the head these files should show (None: empty repo). ``card``: the
+    README.md text users get (None if absent). ``patterns``/``problems``: the card's
+    ``data_files`` and what is wrong with them (:func:`card_data_files`). ``data_files``:
+    the repo paths those patterns select, i.e. what ``datasets.load_dataset`` reads.
+    ``where``: a description of the location, for messages.
+    """
+
+    revision: str | None
+    card: str | None
+    patterns: tuple[str, ...]
+    problems: tuple[str, ...]
+    data_files: tuple[str, ...]
+    where: str
+    _open: Callable[[str], Path] = dc_field(repr=False, compare=False)
+
+    def path(self, repo_path: str) -> Path:
+        """Local file holding ``repo_path`` as users read it (downloaded for the Hub).
+
+        Args:
+            repo_path: one of :attr:`data_files` (or another published path).
+
+        Returns:
+            A readable local path.
+        """
+        return self._open(repo_path)
+
+    def by_key(self) -> dict[str, str]:
+        """:func:`data_file_key` (the month for a shard) -> repo path, for every data file."""
+        return {data_file_key(p): p for p in self.data_files}
+
+
+@dataclass(frozen=True)
+class PublishedDifference:
+    """One way in which what users read differs from ``HEAD``."""
+
+    path: str
+    problem: str
+
+    @property
+    def month(self) -> str | None:
+        """The month of a shard path, else None."""
+        match = _SHARD_RE.fullmatch(self.path)
+        return match.group(1) if match else None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    """A plain copy of a revision written by :meth:`DatasetRepo.checkout`."""
+
+    revision: str
+    directory: Path
+    files: tuple[str, ...]
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 # -- the interface --------------------------------------------------------------------------
 class DatasetRepo(ABC):
     """A versioned dataset repo of monthly shards. Revisions are 40-hex commit ids."""
@@ -512,14 +749,26 @@ class DatasetRepo(ABC):
         message: str,
         delete: Iterable[str] = (),
         parent_revision: str | None = None,
+        verify: Callable[[Mapping[str, Path]], None] | None = None,
     ) -> CommitInfo:
         """Write ``shards`` (replacing those months), delete ``delete``, regenerate the card.
 
         One atomic commit. Every table is validated (:func:`validate_table`, rows must be
-        in their month) before anything is written. ``parent_revision``: raise
-        :class:`ConflictError` unless it is the head. Shards identical to the current ones
-        and deletions of absent months are dropped; if nothing changes, no revision is
-        made and the head's CommitInfo is returned.
+        in their month) and staged to a temporary Parquet file before anything is written
+        to the repo. Shards identical to the current ones and deletions of absent months
+        are dropped; if nothing changes, no revision is made.
+
+        Args:
+            shards: month -> rows (read once per month, so a lazy mapping streams).
+            message: the commit message (non-empty).
+            delete: months whose shard is removed.
+            parent_revision: raise :class:`ConflictError` unless it is the head.
+            verify: called with month -> staged file (the exact bytes about to be
+                committed) once every shard is staged, before anything reaches the repo;
+                if it raises, nothing is written and the exception propagates.
+
+        Returns:
+            The new revision's CommitInfo (the head's when nothing changed).
         """
 
     @abstractmethod
@@ -533,6 +782,90 @@ class DatasetRepo(ABC):
     @abstractmethod
     def row_count(self, revision: str | None = None) -> int:
         """Rows in all shards, from the Parquet footers (no data read)."""
+
+    @abstractmethod
+    def resolve_revision(self, revision: str | None = None) -> str:
+        """The commit id of ``revision``.
+
+        Args:
+            revision: a commit id, ``"main"``, or None for the head (the local backend
+                also takes a unique prefix of at least 4 hex digits).
+
+        Returns:
+            The 40-hex commit id. Raises :class:`RevisionNotFoundError` if there is no
+            such revision (or the repo is empty).
+        """
+
+    @abstractmethod
+    def list_files(self, revision: str | None = None) -> list[str]:
+        """Every file of ``revision`` (None: the head), repo paths sorted."""
+
+    @abstractmethod
+    def download_file(self, path: str, revision: str | None = None) -> Path:
+        """Local read-only path of the file ``path`` at ``revision`` (None: the head).
+
+        Raises :class:`RepoFileNotFoundError` if the revision has no such file.
+        """
+
+    @abstractmethod
+    def published(self) -> Published:
+        """What a user of the repo reads now: the card and the data files it selects.
+
+        Local: the working copy in the repo directory. Hub: what the Hub serves at its
+        head.
+        """
+
+    @abstractmethod
+    def published_differences(self) -> list[PublishedDifference]:
+        """Where what users read (:meth:`published`) differs from ``HEAD``; empty if not.
+
+        Every problem of the card's ``data_files`` declaration counts, and so does a
+        shard of ``HEAD`` the card does not select.
+        """
+
+    def sync_working_copy(self) -> list[str]:
+        """Bring the files users read to ``HEAD`` (repair after a crash).
+
+        Returns:
+            The repo paths rewritten or removed. The Hub serves its head itself: nothing
+            to do there.
+        """
+        return []
+
+    def checkout(self, directory: Path | str, revision: str | None = None) -> CheckoutResult:
+        """Write a plain copy of ``revision``: every file of it (``README.md`` card and
+        ``data/*.parquet``), as a ``git clone`` of the Hub repo would hold.
+
+        The copy is assembled in a hidden sibling directory and renamed into place, so
+        ``directory`` appears complete or not at all.
+
+        Args:
+            directory: must not exist, or be an empty directory.
+            revision: as :meth:`resolve_revision` takes it (None: the head).
+
+        Returns:
+            The revision written, the directory and the repo paths of its files.
+        """
+        target = Path(directory).expanduser().absolute()
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise FileExistsError(f"{target} exists and is not an empty directory")
+        resolved = self.resolve_revision(revision)
+        files = self.list_files(resolved)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.checkout")
+        try:
+            for path in files:
+                dest = staging / path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.download_file(path, resolved), dest)
+            staging.mkdir(parents=True, exist_ok=True)  # a revision without files
+            if target.exists():
+                target.rmdir()
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        logger.info("checked out %s of %r into %s (%d files)", resolved, self, target, len(files))
+        return CheckoutResult(resolved, target, tuple(files))
 
 
 # -- local backend --------------------------------------------------------------------------
@@ -572,9 +905,19 @@ class LocalDatasetRepo(DatasetRepo):
 
     A revision is the sha1 of its manifest. A commit writes objects, then the manifest,
     then replaces ``HEAD`` with ``os.replace`` (the commit point), then updates the working
-    copy. A crash before the swap leaves the head (and everything readable) unchanged;
-    after it, the next commit re-syncs the working copy. Readers never take the lock: they
-    read ``HEAD`` once and then only immutable files.
+    copy file by file (each file replaced atomically: a hard link to its object, a copy
+    where links fail), then writes ``WORKTREE``. Readers of the store never take the lock:
+    they read ``HEAD`` once and then only immutable files.
+
+    HEAD and the working copy cannot move in one atomic step, so the protocol is: HEAD
+    first, working copy after, and every writer heals first. A crash before the swap
+    leaves the head and the working copy unchanged (orphan objects go with :meth:`gc`). A
+    crash after it leaves the working copy (what ``datasets.load_dataset(root)`` reads)
+    behind ``HEAD`` until the next :meth:`sync_working_copy`, which every commit runs
+    under the lock before anything else (and :func:`~bi_platform.news.hf_sync.sync_to_hf`
+    before it plans). Meanwhile :meth:`published_differences` reports the stale files
+    (the ``working_copy_matches_head`` gate fails), comparing contents, not the
+    ``WORKTREE`` marker.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -625,6 +968,117 @@ class LocalDatasetRepo(DatasetRepo):
             raise ShardNotFoundError(f"no shard {month} at {revision or 'head'} in {self.root}")
         return self._object(entry, revision)
 
+    def resolve_revision(self, revision: str | None = None) -> str:
+        if revision is None or revision in (DEFAULT_BRANCH, "HEAD"):
+            head = self.head()
+            if head is None:
+                raise RevisionNotFoundError(f"{self.root} has no revision yet (empty repo)")
+            return head
+        revision = revision.strip().lower()
+        if _REVISION_RE.fullmatch(revision):
+            self._manifest(revision)
+            return revision
+        if re.fullmatch(r"[0-9a-f]{4,39}", revision):
+            found = sorted(p.stem for p in (self._store / "commits").glob(f"{revision}*.json"))
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise RevisionNotFoundError(
+                    f"{revision!r} is ambiguous in {self.root}: {', '.join(f[:12] for f in found)}"
+                )
+        raise RevisionNotFoundError(f"no revision {revision!r} in {self.root}")
+
+    def list_files(self, revision: str | None = None) -> list[str]:
+        return sorted(self._files(self.resolve_revision(revision)))
+
+    def download_file(self, path: str, revision: str | None = None) -> Path:
+        resolved = self.resolve_revision(revision)
+        entry = self._files(resolved).get(path)
+        if entry is None:
+            raise RepoFileNotFoundError(f"no file {path} at {resolved} in {self.root}")
+        return self._object(entry, resolved)
+
+    def _shown_files(self) -> set[str]:
+        """Repo paths of the working copy that users could read: the card and every
+        non-hidden file under ``data/`` (what the default ``data_files`` look at)."""
+        shown = {CARD_PATH} if (self.root / CARD_PATH).is_file() else set()
+        data = self.root / DATA_DIR
+        if data.is_dir():
+            for path in data.rglob("*"):
+                rel = path.relative_to(self.root).as_posix()
+                if path.is_file() and not any(p.startswith(".") for p in rel.split("/")):
+                    shown.add(rel)
+        return shown
+
+    def published(self) -> Published:
+        """The working copy: ``root/README.md`` and the files its ``data_files`` select."""
+        card_file = self.root / CARD_PATH
+        card = card_file.read_text(encoding="utf-8") if card_file.is_file() else None
+        patterns, problems = card_data_files(card)
+        candidates = {
+            p.relative_to(self.root).as_posix()
+            for pattern in patterns
+            for p in self.root.glob(pattern)
+            if p.is_file()
+        }
+        return Published(
+            revision=self.head(),
+            card=card,
+            patterns=tuple(patterns),
+            problems=tuple(problems),
+            data_files=tuple(match_data_files(patterns, candidates)),
+            where=f"working copy {self.root}",
+            _open=lambda path: self.root / path,
+        )
+
+    def published_differences(self) -> list[PublishedDifference]:
+        """The working copy vs ``HEAD``'s manifest: same files, same sha256 (every file is
+        hashed), and the card selects exactly ``HEAD``'s shards."""
+        head = self.head()
+        expected = self._files(head)
+        published = self.published()
+        diffs = [
+            PublishedDifference(CARD_PATH, problem)
+            for problem in (published.problems if head is not None else ())
+        ]
+        shown = self._shown_files() | set(published.data_files)
+        for path in sorted(set(expected) | shown):
+            entry = expected.get(path)
+            local = self.root / path
+            if entry is None:
+                problem = f"in the working copy, not in HEAD {head}"
+                diffs.append(PublishedDifference(path, problem))
+            elif not local.is_file():
+                problem = f"in HEAD {head}, missing from the working copy"
+                diffs.append(PublishedDifference(path, problem))
+            else:
+                digest = _sha256_file(local)
+                if digest != entry["sha256"]:
+                    diffs.append(
+                        PublishedDifference(
+                            path,
+                            f"content differs from HEAD {head} "
+                            f"(sha256 {digest[:12]} != {entry['sha256'][:12]})",
+                        )
+                    )
+        selected = set(published.data_files)
+        reported = {d.path for d in diffs}
+        diffs += [
+            PublishedDifference(path, "a shard of HEAD the card's data_files do not select")
+            for path in sorted(expected)
+            if _SHARD_RE.fullmatch(path) and path not in selected and path not in reported
+        ]
+        return diffs
+
+    def sync_working_copy(self) -> list[str]:
+        """Under the lock: drop a crashed commit's staging; make the working copy ``HEAD``.
+
+        Returns:
+            The repo paths rewritten or removed (empty when the working copy was right).
+        """
+        with self._lock():
+            return self._recover()
+
     def row_count(self, revision: str | None = None) -> int:
         files = self._files(revision)
         return sum(
@@ -673,6 +1127,7 @@ class LocalDatasetRepo(DatasetRepo):
 
     def _before_head_swap(self, revision: str) -> None:
         """Seam for crash tests: the new revision is durable, HEAD not yet moved."""
+        crash_point("repo:objects_written")
 
     def commit(
         self,
@@ -681,7 +1136,10 @@ class LocalDatasetRepo(DatasetRepo):
         message: str,
         delete: Iterable[str] = (),
         parent_revision: str | None = None,
+        verify: Callable[[Mapping[str, Path]], None] | None = None,
     ) -> CommitInfo:
+        """See :meth:`DatasetRepo.commit`. Under the lock: heal the working copy, stage and
+        ``verify``, store objects and the manifest, move ``HEAD``, update the working copy."""
         message, months, deletes = _normalise_commit_args(shards, message, delete)
         with self._lock():
             self._recover()
@@ -693,6 +1151,8 @@ class LocalDatasetRepo(DatasetRepo):
             tmp.mkdir(parents=True)
             try:
                 staged = _stage_shards(shards, months, tmp)
+                if verify is not None:
+                    verify({st.month: st.path for st in staged})
                 files = dict(base)
                 added: list[str] = []
                 for st in staged:
@@ -734,6 +1194,7 @@ class LocalDatasetRepo(DatasetRepo):
                 )
                 self._before_head_swap(revision)
                 _write_durably(self._store / "HEAD", f"{revision}\n".encode())
+                crash_point("repo:head_moved")
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             logger.info(
@@ -747,20 +1208,47 @@ class LocalDatasetRepo(DatasetRepo):
             self._sync_worktree(revision)
             return self._info(manifest)
 
-    def _recover(self) -> None:
-        """Under the lock: drop staging left by a crash; re-sync a stale working copy."""
+    def _recover(self) -> list[str]:
+        """Under the lock: drop staging left by a crash; make the working copy ``HEAD``.
+
+        Returns:
+            The repo paths of the working copy rewritten or removed.
+        """
         shutil.rmtree(self._store / "tmp", ignore_errors=True)
         head = self.head()
-        try:
-            shown = (self._store / "WORKTREE").read_text().strip() or None
-        except FileNotFoundError:
-            shown = None
-        if head is not None and shown != head:
-            self._sync_worktree(head)
+        if head is None:
+            return []
+        repaired = self._sync_worktree(head)
+        if repaired:
+            logger.warning(
+                "%s: the working copy was behind HEAD %s (a crash after the commit point?); "
+                "repaired %d file(s): %s",
+                self,
+                head[:12],
+                len(repaired),
+                repaired[:10],
+            )
+        return repaired
 
-    def _sync_worktree(self, revision: str) -> None:
-        """Make ``root/`` show ``revision``: hard links to the objects (copies as fallback)."""
+    def _shown_revision(self) -> str | None:
+        try:
+            return (self._store / "WORKTREE").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _sync_worktree(self, revision: str) -> list[str]:
+        """Make ``root/`` show ``revision``: hard links to the objects (copies as fallback).
+
+        A file already showing the right content (the object itself, or a copy with the
+        same sha256) is left alone; every other one is replaced atomically (temporary
+        file + rename). Then cards and shards not in ``revision`` are removed and
+        ``WORKTREE`` records ``revision``.
+
+        Returns:
+            The repo paths rewritten or removed.
+        """
         files = self._files(revision)
+        changed: list[str] = []
         for path, entry in files.items():
             src = self._object(entry, revision)
             dest = self.root / path
@@ -768,19 +1256,35 @@ class LocalDatasetRepo(DatasetRepo):
             with contextlib.suppress(FileNotFoundError):
                 if dest.samefile(src):
                     continue
+                if (
+                    dest.is_file()
+                    and dest.stat().st_size == entry.get("size", -1)
+                    and _sha256_file(dest) == entry["sha256"]
+                ):
+                    continue
             tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
             try:
                 os.link(src, tmp)
             except OSError:
                 shutil.copyfile(src, tmp)
             tmp.replace(dest)
+            changed.append(path)
+            if len(changed) == 1:
+                crash_point("repo:worktree_partial")
         for leftover in [*self.root.glob(".*.tmp"), *(self.root / DATA_DIR).glob(".*.tmp")]:
             leftover.unlink(missing_ok=True)  # from a crash in a previous sync
         shown = [self.root / CARD_PATH, *(self.root / DATA_DIR).glob("*.parquet")]
         for dest in shown:
-            if dest.exists() and dest.relative_to(self.root).as_posix() not in files:
+            path = dest.relative_to(self.root).as_posix()
+            if dest.exists() and path not in files:
                 dest.unlink()
-        _write_durably(self._store / "WORKTREE", f"{revision}\n".encode())
+                changed.append(path)
+        if changed or self._shown_revision() != revision:
+            _fsync_dir(self.root / DATA_DIR)
+            _fsync_dir(self.root)
+            crash_point("repo:worktree_updated")
+            _write_durably(self._store / "WORKTREE", f"{revision}\n".encode())
+        return changed
 
     def gc(self, keep: int | None = None) -> int:
         """Delete objects not used by the newest ``keep`` revisions (None: by any revision).
@@ -916,12 +1420,19 @@ class HubDatasetRepo(DatasetRepo):
         return [] if resolved is None else _months_of_paths(self._tree(resolved))
 
     def download_shard(self, month: str, revision: str | None = None) -> Path:
-        from huggingface_hub.errors import EntryNotFoundError
-
         path = shard_path(month)
         resolved = self._resolve(revision)
         if resolved is None:
             raise ShardNotFoundError(f"no shard {month} in {self.repo_id} (empty repo)")
+        try:
+            return self._download(path, resolved)
+        except RepoFileNotFoundError:
+            raise ShardNotFoundError(f"no shard {month} at {resolved} in {self.repo_id}") from None
+
+    def _download(self, path: str, resolved: str) -> Path:
+        """``path`` at the commit id ``resolved``, through the download cache."""
+        from huggingface_hub.errors import EntryNotFoundError
+
         with self._hub(f"download {path}@{resolved[:12]}"):
             try:
                 local = self._api.hf_hub_download(
@@ -932,10 +1443,64 @@ class HubDatasetRepo(DatasetRepo):
                     cache_dir=self.cache_dir,
                 )
             except EntryNotFoundError:
-                raise ShardNotFoundError(
-                    f"no shard {month} at {resolved} in {self.repo_id}"
+                raise RepoFileNotFoundError(
+                    f"no file {path} at {resolved} in {self.repo_id}"
                 ) from None
         return Path(local)
+
+    def resolve_revision(self, revision: str | None = None) -> str:
+        resolved = self._resolve(revision)
+        if resolved is None:
+            raise RevisionNotFoundError(f"{self.repo_id} has no revision yet (empty repo)")
+        return resolved
+
+    def list_files(self, revision: str | None = None) -> list[str]:
+        return sorted(self._tree(self.resolve_revision(revision)))
+
+    def download_file(self, path: str, revision: str | None = None) -> Path:
+        return self._download(path, self.resolve_revision(revision))
+
+    def published(self) -> Published:
+        """What the Hub serves at its head: the card and the files it selects, each read
+        at the head's commit id (downloaded on demand through the cache)."""
+        head = self.head()
+        tree = self._tree(head) if head is not None else {}
+        card = (
+            self._download(CARD_PATH, head).read_text(encoding="utf-8")
+            if head is not None and CARD_PATH in tree
+            else None
+        )
+        patterns, problems = card_data_files(card)
+
+        def open_at_head(path: str) -> Path:
+            if head is None:
+                raise RepoFileNotFoundError(f"{self.repo_id} is empty")
+            return self._download(path, head)
+
+        return Published(
+            revision=head,
+            card=card,
+            patterns=tuple(patterns),
+            problems=tuple(problems),
+            data_files=tuple(match_data_files(patterns, tree)),
+            where=f"hub {self.endpoint}/datasets/{self.repo_id}@{(head or '')[:12]}",
+            _open=open_at_head,
+        )
+
+    def published_differences(self) -> list[PublishedDifference]:
+        """The Hub serves its head's tree itself; what can differ is the card: a problem
+        with its ``data_files``, or a shard of the head the card does not select."""
+        published = self.published()
+        if published.revision is None:
+            return []
+        diffs = [PublishedDifference(CARD_PATH, problem) for problem in published.problems]
+        selected = set(published.data_files)
+        diffs += [
+            PublishedDifference(path, "a shard of HEAD the card's data_files do not select")
+            for path in sorted(self._tree(published.revision))
+            if _SHARD_RE.fullmatch(path) and path not in selected
+        ]
+        return diffs
 
     def _footer_num_rows(self, path: str, revision: str) -> int:
         """Rows of a remote Parquet file from its footer, fetched with range requests."""
@@ -1009,7 +1574,9 @@ class HubDatasetRepo(DatasetRepo):
         message: str,
         delete: Iterable[str] = (),
         parent_revision: str | None = None,
+        verify: Callable[[Mapping[str, Path]], None] | None = None,
     ) -> CommitInfo:
+        """See :meth:`DatasetRepo.commit`: one ``create_commit`` with ``parent_commit``."""
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         message, months, deletes = _normalise_commit_args(shards, message, delete)
@@ -1020,6 +1587,8 @@ class HubDatasetRepo(DatasetRepo):
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="commit-", dir=self.cache_dir) as tmp:
             staged = _stage_shards(shards, months, Path(tmp))
+            if verify is not None:
+                verify({st.month: st.path for st in staged})
             if head is None:
                 with self._hub("create repo"):
                     self._api.create_repo(self.repo_id, repo_type="dataset", exist_ok=True)

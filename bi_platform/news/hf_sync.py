@@ -15,11 +15,20 @@ What the original daily sync got wrong, and what this module does instead:
 
 A sync (:func:`sync_to_hf`):
 
+0. brings the repo's working copy (what users read) to its ``HEAD``
+   (:meth:`DatasetRepo.sync_working_copy`): a sync killed after the commit point heals here;
 1. finds the affected months (:func:`pending_months`; all months with ``full=True``);
 2. makes ONE commit with every affected shard (``parent_revision`` = the head read before
    exporting, so a concurrent writer makes it fail with ``ConflictError`` instead of being
    overwritten); while a month is exported the ``(id, updated_at)`` of its pending rows
-   are kept (small);
+   are kept (small), and PostgreSQL's row count of the month, read in the export's
+   snapshot (REPEATABLE READ);
+2b. before anything reaches the repo, validates the staged shards, the exact bytes about
+   to be committed (:class:`PublicationCheck`): each month's row count equals
+   PostgreSQL's, and no ``unique_id`` appears twice across the months written and the
+   rest of the dataset at the parent revision. Otherwise it refuses with
+   :class:`PublicationRefusedError` naming the months and ids and the repair
+   (:data:`REPAIR_HINT`): nothing committed, nothing marked, ``sync_log`` ``failed``;
 3. ONLY after the commit succeeded, marks exactly those rows synced, in one transaction
    together with the ``sync_log`` success row::
 
@@ -45,9 +54,15 @@ Memory: measured peak RSS ~360 MB for a full export of 300k rows (~0.9 GB in Arr
 ~350 MB for two months of it; the start RSS is ~120 MB, and most of the rest is the Arrow
 allocator's (mimalloc) retained pages, not data.
 
-Known limits (both repaired by a ``full=True`` sync): a row DELETEd from PG, or whose
-``published_at`` moved to another month after it was synced, stays in its old month's
-shard until that month is re-exported (PG keeps no tombstone nor the old month).
+Known limits (both repaired by a ``full=True`` sync, :data:`REPAIR_HINT`): a row DELETEd
+from PG, or whose ``published_at`` moved to another month after it was synced, stays in
+its old month's shard until that month is re-exported (PG keeps no tombstone nor the old
+month). The second would publish the story twice: the publication check refuses that
+sync instead, naming the id and both months.
+
+Crash tests: :func:`~bi_platform.news.dataset_repo.crash_point` marks ``sync:exported``
+(everything staged, nothing committed) and ``sync:committed`` (committed, nothing marked)
+here; the repo marks the steps in between.
 
 Pure psycopg 3 + pyarrow; no Dagster.
 """
@@ -62,17 +77,20 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from bi_platform.news import pg_store
-from bi_platform.news.dataset_repo import shard_path
+from bi_platform.news.dataset_repo import crash_point, shard_path
 from bi_platform.news.records import HF_COLUMNS, HF_SCHEMA, TIMEZONE
 
 if TYPE_CHECKING:
@@ -103,9 +121,69 @@ _MONTH_OF = sql.SQL("to_char(published_at AT TIME ZONE %(tz)s, 'YYYY-MM')")
 #: Type of the captured ``updated_at`` values.
 _UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 
+#: The repair of the HF copy: a full re-sync, every month rebuilt from PostgreSQL.
+REPAIR_COMMAND = "bi-platform news resync"
+#: The same from Dagster: the run config of ``news/hf_news_sync`` (launchpad).
+REPAIR_RUN_CONFIG: dict[str, Any] = {"ops": {"news__hf_news_sync": {"config": {"full": True}}}}
+#: One sentence naming both, for errors and check metadata.
+REPAIR_HINT = (
+    f"repair: a full re-sync from PostgreSQL, `{REPAIR_COMMAND}`, or materialize "
+    "news/hf_news_sync with config `full: true` (launchpad run config: ops: "
+    "news__hf_news_sync: config: full: true)"
+)
+
+#: Ids or months listed in a refusal's message.
+SHOWN = 10
+
 
 class SyncInProgressError(RuntimeError):
     """Another :func:`sync_to_hf` holds the sync lock on this database."""
+
+
+class PublicationRefusedError(RuntimeError):
+    """The shards a sync was about to commit failed validation; nothing was committed.
+
+    ``count_mismatches``: month -> (rows in PostgreSQL, rows in the staged shard).
+    ``duplicates``: unique_id -> the months holding it (a month listed twice: twice in
+    that shard). ``months``: every month involved. The message names them (the first
+    :data:`SHOWN`) and :data:`REPAIR_HINT`.
+    """
+
+    def __init__(
+        self,
+        count_mismatches: Mapping[str, tuple[int | None, int]],
+        duplicates: Mapping[str, list[str]],
+    ) -> None:
+        self.count_mismatches = dict(sorted(count_mismatches.items()))
+        self.duplicates = dict(sorted(duplicates.items()))
+        parts = []
+        if self.duplicates:
+            shown = "; ".join(
+                f"{uid} in {', '.join(months)}"
+                for uid, months in list(self.duplicates.items())[:SHOWN]
+            )
+            parts.append(
+                f"{len(self.duplicates)} unique_id(s) would appear more than once in the "
+                f"dataset ({shown})"
+            )
+        if self.count_mismatches:
+            shown = "; ".join(
+                f"{m}: pg={pg} hf={hf}"
+                for m, (pg, hf) in list(self.count_mismatches.items())[:SHOWN]
+            )
+            parts.append(f"row counts differ from PostgreSQL for month(s) {shown}")
+        super().__init__(
+            "refused to publish to HF: "
+            + "; and ".join(parts)
+            + f". Nothing was committed and no row was marked synced; {REPAIR_HINT}"
+        )
+
+    @property
+    def months(self) -> list[str]:
+        """Every month involved, sorted."""
+        months = set(self.count_mismatches)
+        months.update(m for ms in self.duplicates.values() for m in ms)
+        return sorted(months)
 
 
 # --------------------------------------------------------------------------------------
@@ -169,14 +247,28 @@ def _export_query() -> sql.Composed:
 _EXPORT = _export_query()
 _N_HF = len(HF_COLUMNS)
 
+#: Rows of a month in the ``news`` table itself (not the view the export reads).
+_COUNT = sql.SQL(
+    """
+    SELECT count(*) FROM {news}
+    WHERE published_at >= make_timestamptz(%(y0)s, %(m0)s, 1, 0, 0, 0, %(tz)s)
+      AND published_at < make_timestamptz(%(y1)s, %(m1)s, 1, 0, 0, 0, %(tz)s)
+    """
+).format(news=sql.Identifier("news"))
+
 
 @dataclass(frozen=True)
 class ExportedKeys:
-    """``(id, updated_at, pending)`` of every exported row of a month: what marking needs."""
+    """``(id, updated_at, pending)`` of every exported row of a month: what marking needs.
+
+    ``pg_rows``: the month's rows in the ``news`` table, counted in the export's snapshot
+    (what the publication check compares the staged shard with).
+    """
 
     ids: pa.Array
     updated_at: pa.Array
     pending: pa.Array
+    pg_rows: int = -1
 
     def select(self, *, all_rows: bool) -> tuple[list[int], list[Any]]:
         """ids and updated_at (aware datetimes) of the rows to mark."""
@@ -199,18 +291,27 @@ def _export(conn: psycopg.Connection[Any], month: str) -> tuple[pa.Table, Export
 
     A server-side cursor fetches :data:`FETCH_ROWS` rows per round trip; each batch
     becomes an Arrow record batch at once, so memory is the month in Arrow plus one batch
-    of Python tuples.
+    of Python tuples. On an idle autocommit connection the export runs in its own
+    REPEATABLE READ, READ ONLY transaction, so ``pg_rows`` (the month's count in
+    ``news``) and the rows come from one snapshot; in the caller's transaction they come
+    from its isolation level.
     """
     batches: list[pa.RecordBatch] = []
     ids: list[pa.Array] = []
     updated: list[pa.Array] = []
     pending: list[pa.Array] = []
+    params = _month_range(month)
+    own = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
     with (
         _transaction(conn),
         conn.cursor(name=f"hf_export_{month}", row_factory=tuple_row) as cur,
     ):
+        if own:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        counted = conn.execute(_COUNT, params).fetchone()
+        pg_rows = int(counted[0]) if counted else 0
         cur.itersize = FETCH_ROWS
-        cur.execute(_EXPORT, _month_range(month))
+        cur.execute(_EXPORT, params)
         while rows := cur.fetchmany(FETCH_ROWS):
             columns = list(zip(*rows, strict=True))
             del rows
@@ -228,6 +329,7 @@ def _export(conn: psycopg.Connection[Any], month: str) -> tuple[pa.Table, Export
         pa.concat_arrays(ids) if ids else pa.array([], pa.int64()),
         pa.concat_arrays(updated) if updated else pa.array([], _UTC_TIMESTAMP),
         pa.concat_arrays(pending) if pending else pa.array([], pa.bool_()),
+        pg_rows,
     )
     return table, keys
 
@@ -297,6 +399,104 @@ class LazyMonthShards(Mapping[str, pa.Table]):
     @property
     def rows_exported(self) -> int:
         return sum(len(k.ids) for k in self.exported.values())
+
+
+# --------------------------------------------------------------------------------------
+# The publication check (before the commit)
+# --------------------------------------------------------------------------------------
+def read_unique_ids(path: Path) -> pa.Array:
+    """The ``unique_id`` column of a Parquet shard (only that column is read)."""
+    column = pq.ParquetFile(path).read(columns=["unique_id"]).column("unique_id")
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    return array if array.type == pa.string() else array.cast(pa.string())
+
+
+class PublicationCheck:
+    """The ``verify`` callback a sync hands to :meth:`DatasetRepo.commit`.
+
+    Called with the staged shards (month -> Parquet file: the bytes about to be
+    committed) before anything reaches the repo, it raises :class:`PublicationRefusedError`
+    unless
+
+    * each staged month has as many rows as PostgreSQL's ``news`` table had for it in
+      the export's snapshot (``shards.exported[month].pg_rows``), and
+    * no ``unique_id`` appears twice across the staged months and the rest of the
+      dataset: the shards of ``parent`` neither written nor deleted by this commit.
+
+    Only ``unique_id`` columns and Parquet footers are read (~10 MB of Arrow per 300k
+    rows). ``seconds``: time spent, for the report.
+    """
+
+    def __init__(
+        self,
+        repo: DatasetRepo,
+        parent: str | None,
+        shards: LazyMonthShards,
+        delete: Collection[str],
+    ) -> None:
+        self._repo = repo
+        self._parent = parent
+        self._shards = shards
+        self._delete = set(delete)
+        self.seconds = 0.0
+        self.rows_checked = 0
+
+    def __call__(self, staged: Mapping[str, Path]) -> None:
+        crash_point("sync:exported")
+        started = time.perf_counter()
+        mismatches: dict[str, tuple[int | None, int]] = {}
+        parts: list[tuple[str, pa.Array]] = []
+        for month, path in sorted(staged.items()):
+            ids = read_unique_ids(path)
+            keys = self._shards.exported.get(month)
+            expected = keys.pg_rows if keys is not None and keys.pg_rows >= 0 else None
+            if expected != len(ids):
+                mismatches[month] = (expected, len(ids))
+            parts.append((month, ids))
+        for month in sorted(set(self._shards) - set(staged)):  # not staged: nothing written
+            keys = self._shards.exported.get(month)
+            mismatches[month] = (keys.pg_rows if keys is not None else None, 0)
+        if self._parent is not None:
+            for month in self._repo.list_shards(self._parent):
+                if month not in staged and month not in self._delete:
+                    parts.append(
+                        (month, read_unique_ids(self._repo.download_shard(month, self._parent)))
+                    )
+        duplicates = find_duplicates(parts)
+        self.rows_checked = sum(len(ids) for _, ids in parts)
+        self.seconds = time.perf_counter() - started
+        logger.info(
+            "publication check: %d months staged, %d rows checked for duplicates in %.2fs",
+            len(staged),
+            self.rows_checked,
+            self.seconds,
+        )
+        if mismatches or duplicates:
+            raise PublicationRefusedError(mismatches, duplicates)
+
+
+def find_duplicates(parts: Collection[tuple[str, pa.Array]]) -> dict[str, list[str]]:
+    """Ids held more than once across ``parts``.
+
+    Args:
+        parts: ``(month or file key, unique_id array)`` pairs.
+
+    Returns:
+        unique_id -> the keys holding it, sorted (a key listed twice: twice in that part),
+        for every id held more than once.
+    """
+    if not parts:
+        return {}
+    everything = pa.chunked_array([ids for _, ids in parts], type=pa.string())
+    counts = pc.value_counts(everything)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if not len(repeated):
+        return {}
+    where: dict[str, list[str]] = {}
+    for month, ids in parts:
+        for uid in ids.filter(pc.is_in(ids, value_set=repeated)).to_pylist():
+            where.setdefault(uid, []).append(month)
+    return {uid: sorted(months) for uid, months in sorted(where.items())}
 
 
 # --------------------------------------------------------------------------------------
@@ -375,8 +575,11 @@ class SyncReport:
     head, or the unchanged head when the commit changed nothing or nothing was pending).
     ``committed``: a new revision was made. ``peak_rss_mb``: peak RSS of the process
     during the sync, ``start_rss_mb`` at its start (see :class:`_RssSampler`).
-    ``timings``: seconds spent exporting from PG (``export``), in the rest of the commit
+    ``timings``: seconds spent exporting from PG (``export``), checking what is about to
+    be published (``check``, :class:`PublicationCheck`), in the rest of the commit
     (``commit``: validating, writing and uploading shards) and marking rows (``mark``).
+    ``repaired``: working-copy files brought back to HEAD before the sync (a crash after
+    an earlier commit point); ``full``: whether every month was rebuilt.
     """
 
     months: list[str]
@@ -390,9 +593,13 @@ class SyncReport:
     start_rss_mb: float | None = None
     log_id: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    repaired: list[str] = field(default_factory=list)
+    full: bool = False
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (seconds rounded to ms)."""
         return {
+            "full": self.full,
             "months": self.months,
             "deleted": self.deleted,
             "rows_exported": self.rows_exported,
@@ -403,6 +610,7 @@ class SyncReport:
             "peak_rss_mb": self.peak_rss_mb,
             "start_rss_mb": self.start_rss_mb,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "repaired": self.repaired,
         }
 
 
@@ -509,19 +717,34 @@ def sync_to_hf(
 ) -> SyncReport:
     """Sync PG -> ``repo`` in ONE commit; mark the exported rows synced afterwards.
 
-    Months written: those with pending rows (default; every month when the repo is
-    empty); ``months``: exactly those (with rows in PG), pending or not; ``full=True``:
-    every month of PG (the full re-export baseline, every exported row marked), and
-    months of the repo without rows in PG are deleted in the same commit (only then: a
-    month missing from PG otherwise means nothing to sync, not "delete"). ``full`` with
-    ``months`` limits both to ``months``.
+    First the repo's working copy is brought to its HEAD (healing a crash after an
+    earlier commit point). Months written: those with pending rows (default; every month
+    when the repo is empty); ``months``: exactly those (with rows in PG), pending or not;
+    ``full=True``: every month of PG (the full re-export baseline and the repair, every
+    exported row marked), and months of the repo without rows in PG are deleted in the
+    same commit (only then: a month missing from PG otherwise means nothing to sync, not
+    "delete"). ``full`` with ``months`` limits both to ``months``. Before the commit the
+    staged shards are checked (:class:`PublicationCheck`).
 
     With nothing to write, no commit is made (no empty revisions). The run is logged in
-    ``sync_log`` (operation :data:`SYNC_OPERATION`, scope = the months). On a failed
-    commit nothing is marked, the log row is ``failed`` and the exception propagates.
-    ``on_month_exported(month, rows)`` is called after each month's export (progress;
-    tests use it to edit rows mid-sync). Raises :class:`SyncInProgressError` if another
-    sync runs on the database.
+    ``sync_log`` (operation :data:`SYNC_OPERATION`, scope = the months). On a failed or
+    refused commit nothing is marked, the log row is ``failed`` and the exception
+    propagates.
+
+    Args:
+        conninfo: PostgreSQL URL (the sync opens its own connection).
+        repo: the dataset repo written.
+        months: only these months (``"YYYY-MM"``).
+        full: rebuild every month (or every month of ``months``) from PostgreSQL.
+        on_month_exported: called with ``(month, rows)`` after each month's export
+            (progress; tests use it to edit rows mid-sync).
+
+    Returns:
+        The :class:`SyncReport`.
+
+    Raises:
+        SyncInProgressError: another sync runs on the database.
+        PublicationRefusedError: the shards about to be committed failed the check.
     """
     started = time.perf_counter()
     with _RssSampler() as rss, psycopg.connect(conninfo, autocommit=True) as conn:
@@ -548,6 +771,7 @@ def _sync(
     full: bool,
     on_month_exported: Callable[[str, int], None] | None,
 ) -> SyncReport:
+    repaired = repo.sync_working_copy()
     parent = repo.head()
     if parent is None and months is None and not full:
         # An empty repo (new, or recreated) needs everything, synced before or not.
@@ -561,12 +785,13 @@ def _sync(
         "written": export,
         "deleted": delete,
         "parent_revision": parent,
+        "working_copy_repaired": repaired,
     }
     if not export and not delete:
         log_id = pg_store.start_log(conn, SYNC_OPERATION, None, details)
         pg_store.finish_log(conn, log_id, "success", 0, 0, 0, revision=parent)
         logger.info("HF sync: nothing to sync; head stays %s", parent)
-        return SyncReport([], 0, 0, parent, 0.0, None, log_id=log_id)
+        return SyncReport([], 0, 0, parent, 0.0, None, log_id=log_id, repaired=repaired, full=full)
 
     scope = ",".join(sorted(export + delete))
     log_id = pg_store.start_log(conn, SYNC_OPERATION, scope, details)  # committed: autocommit
@@ -579,6 +804,7 @@ def _sync(
         sum(pending.values()),
     )
     shards = LazyMonthShards(conn, export, on_month_exported)
+    check = PublicationCheck(repo, parent, shards, delete)
     commit_started = time.perf_counter()
     try:
         info = repo.commit(
@@ -586,16 +812,19 @@ def _sync(
             message=_commit_message(export, delete, full),
             delete=delete,
             parent_revision=parent,
+            verify=check,
         )
     except Exception as exc:
         logger.error("HF sync %d: the commit failed, nothing marked synced: %s", log_id, exc)
         _log_failure(conninfo, conn, log_id, f"{type(exc).__name__}: {exc}")
         raise
+    crash_point("sync:committed")
 
     rows_exported = shards.rows_exported
     timings = {
         "export": shards.export_seconds,
-        "commit": time.perf_counter() - commit_started - shards.export_seconds,
+        "check": check.seconds,
+        "commit": time.perf_counter() - commit_started - shards.export_seconds - check.seconds,
     }
     mark_started = time.perf_counter()
     try:
@@ -643,4 +872,6 @@ def _sync(
         committed=info.revision != parent,
         log_id=log_id,
         timings=timings,
+        repaired=repaired,
+        full=full,
     )

@@ -1,11 +1,18 @@
 """Writing news to PostgreSQL: reference data, the one write path, the run log, HF -> PG.
 
 * :func:`load_reference_data` upserts agencies and themes (idempotent).
-* :func:`write_records` is THE write path to ``news``: validate, COPY into a temp staging
-  table, reject URL conflicts in SQL, then one ``INSERT ... ON CONFLICT (unique_id) DO
-  UPDATE ... WHERE <something changed>`` (identical re-deliveries write nothing, so their
-  ``updated_at`` stays and the HF sync does not re-export them). Refused rows go to
-  ``news_rejected`` with their source and reason; nothing is dropped silently.
+* :func:`validate_records` is THE validator of every storage backend (``postgres``,
+  ``huggingface``, ``dual_write``; :mod:`bi_platform.news.storage`): per-row rules,
+  identity computed (never trusted), then which version of each story wins against the
+  store (:func:`~bi_platform.news.records.resolve_versions`), the store being read
+  through a lookup each backend supplies.
+* :func:`write_records` is THE write path to ``news``: lock, validate against ``news``,
+  COPY into a temp staging table, apply headline corrections (``UPDATE`` of the
+  corrected story, which takes its new ``unique_id``), then one ``INSERT ... ON CONFLICT
+  (unique_id) DO UPDATE ... WHERE <something changed>`` (identical re-deliveries write
+  nothing, so their ``updated_at`` stays and the HF sync does not re-export them).
+  Refused rows go to ``news_rejected`` with their source and reason; nothing is dropped
+  silently.
 * :func:`start_log` / :func:`finish_log` / :func:`succeeded_scopes`: the ``sync_log``;
   :func:`close_abandoned_logs` closes the runs killed processes left ``running``.
 * :func:`migrate_from_repo`: the HF dataset -> PostgreSQL migration, one transaction per
@@ -24,12 +31,15 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
@@ -43,7 +53,25 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from bi_platform.news.ingest import Rejected
-from bi_platform.news.records import HF_COLUMNS, HF_SCHEMA, REQUIRED_FIELDS
+from bi_platform.news.records import (
+    CONTENT_HASH_MISMATCH,
+    DUPLICATE_URL,
+    EARLIEST,
+    EXTRA_COLUMN,
+    HF_SCHEMA,
+    LATEST,
+    RECORD_SCHEMA,
+    REQUIRED_FIELDS,
+    TIMEZONE,
+    UNIQUE_ID_MISMATCH,
+    Resolution,
+    StoredLookup,
+    Version,
+    jsonb_problem,
+    normalise_title,
+    out_of_range,
+    resolve_versions,
+)
 from bi_platform.news.records import content_hash as compute_content_hash
 from bi_platform.news.records import unique_id as compute_unique_id
 
@@ -52,6 +80,8 @@ if TYPE_CHECKING:
     from bi_platform.news.reference_data import Agency, Theme
 
 log = logging.getLogger(__name__)
+
+_ZONE = ZoneInfo(TIMEZONE)
 
 #: ``sync_log.operation`` of the HF -> PG migration; its scopes are ``"<revision>:<month>"``.
 MIGRATION_OPERATION = "migration"
@@ -72,13 +102,33 @@ DEFAULT_MIGRATION_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 STAGING_TABLE = "news_staging"
 
-# Reason kinds of a rejection; a reason reads "<kind>: <detail>".
+# Reason kinds of a rejection; a reason reads "<kind>: <detail>". The identity and
+# version kinds (DUPLICATE_URL, UNIQUE_ID_MISMATCH, OLDER_THAN_STORED, ...) are defined
+# in bi_platform.news.records.
 MISSING_FIELD = "missing required field"
 UNKNOWN_AGENCY = "unknown agency"
 UNKNOWN_THEME = "unknown theme code"
 WRONG_THEME_LEVEL = "wrong theme level"
 NUL_CHARACTER = "NUL character"
-DUPLICATE_URL = "duplicate url for agency"
+BAD_EXTRA = "unstorable extra fields"
+
+
+class Identity(StrEnum):
+    """How :func:`validate_records` treats ``unique_id`` and ``content_hash``.
+
+    ``DERIVE`` (every ingest, the default): the title is normalised
+    (:func:`~bi_platform.news.records.normalise_title`) and the url trimmed, both are
+    computed for every row, and a supplied value that disagrees rejects the row (a
+    supplied ``unique_id`` agrees when it is the scraper's formula over the normalised
+    title or over the title as given; the row gets the former). ``KEEP`` (the migration
+    of the HF dataset, whose ids are the stories' existing identity): values present are
+    kept as they are, only missing ones are computed (over the title as given), and the
+    ``extra`` stored in PostgreSQL is kept (the HF dataset never carries it).
+    """
+
+    DERIVE = "derive"
+    KEEP = "keep"
+
 
 #: HF column -> news column, for the columns that are renamed.
 _PG_NAMES = {
@@ -105,7 +155,7 @@ _TIMESTAMP_COLUMNS = tuple(f.name for f in HF_SCHEMA if pa.types.is_timestamp(f.
 _STRING_COLUMNS = tuple(f.name for f in HF_SCHEMA if pa.types.is_string(f.type))
 
 #: The staging table: news' content columns in the order of COPY, plus ``seq``, the
-#: row's index in the input table.
+#: row's index in the input table, and ``replaces``.
 _STAGING: tuple[tuple[str, str], ...] = (
     ("seq", "int4"),
     ("unique_id", "text"),
@@ -129,9 +179,14 @@ _STAGING: tuple[tuple[str, str], ...] = (
     ("theme_l3_code", "text"),
     ("most_specific_theme_code", "text"),
     ("content_hash", "text"),
+    (EXTRA_COLUMN, "jsonb"),
+    ("replaces", "text"),
 )
+#: Staging columns that are not news columns: the row's index in the input, and the
+#: stored unique_id a headline correction replaces.
+_STAGING_ONLY = ("seq", "replaces")
 #: news columns written by the merge (= the columns news_touch_updated_at compares).
-_CONTENT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in _STAGING if name != "seq")
+_CONTENT_COLUMNS: tuple[str, ...] = tuple(n for n, _ in _STAGING if n not in _STAGING_ONLY)
 _HF_NAMES = {pg: hf for hf, pg in _PG_NAMES.items()}
 
 
@@ -140,12 +195,19 @@ _HF_NAMES = {pg: hf for hf, pg in _PG_NAMES.items()}
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WriteResult:
-    """What :func:`write_records` did with a table.
+    """What :func:`write_records` (or the HF backend's merge) did with a table.
 
-    ``rows_in == inserted + updated + unchanged + rejected``. ``unchanged`` counts the
-    rows identical to what ``news`` already held AND the ``duplicates``: earlier rows of
-    the input with the same ``unique_id`` as a later one (the last occurrence is the one
-    merged). ``rejected_by_reason`` counts rejections per reason kind.
+    Accounting: ``rows_in == inserted + updated + unchanged + rejected``, where
+    ``unchanged`` counts the rows identical to what the store already held AND the
+    ``duplicates`` (rows merged into another row of the input: exact copies, and
+    versions a later row of the same story replaced); so ``rows_in == stored + rejected
+    + duplicates`` with :attr:`stored` the rows the store now holds as given.
+    ``corrected`` (part of ``updated``): headline corrections, stories that took a new
+    ``unique_id``. ``rejected_by_reason`` counts rejections per reason kind.
+
+    Not in :meth:`as_dict`: ``unique_ids`` (the ids written or found identical, in input
+    order) and ``replaced`` (new ``unique_id`` -> (replaced ``unique_id``, its
+    ``YYYY-MM`` month)), for the HF side of ``dual_write``.
     """
 
     rows_in: int
@@ -156,14 +218,32 @@ class WriteResult:
     duplicates: int = 0
     rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    corrected: int = 0
+    unique_ids: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    replaced: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def written(self) -> int:
         """Rows inserted or updated."""
         return self.inserted + self.updated
 
+    @property
+    def identical(self) -> int:
+        """Rows identical to what the store held (``unchanged`` without duplicates)."""
+        return self.unchanged - self.duplicates
+
+    @property
+    def stored(self) -> int:
+        """Rows of the input the store now holds: inserted, updated or identical."""
+        return self.inserted + self.updated + self.identical
+
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """JSON-ready counts (without ``unique_ids`` and ``replaced``)."""
+        data = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("unique_ids", "replaced")
+        }
         data["rejected_by_reason"] = dict(self.rejected_by_reason)
         data["seconds"] = round(self.seconds, 3)
         return data
@@ -262,14 +342,26 @@ def _transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
         yield
 
 
+def _storable_text(text: str) -> str:
+    """``text`` with NUL characters and lone surrogates (which PostgreSQL text and jsonb
+    cannot hold) replaced by U+FFFD."""
+    text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+    return text
+
+
 def jsonable(value: Any) -> Any:
-    """A value of a record as JSON (timestamps ISO-8601; NUL characters replaced)."""
+    """A value of a record as JSON that PostgreSQL's jsonb accepts (timestamps ISO-8601;
+    NUL characters and lone surrogates replaced; non-finite numbers as strings)."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _storable_text(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {_storable_text(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, float) and not np.isfinite(value):
@@ -279,6 +371,27 @@ def jsonable(value: Any) -> Any:
 
 def _dumps(value: Any) -> str:
     return json.dumps(jsonable(value), ensure_ascii=False)
+
+
+def storable_raw(raw: Mapping[str, Any] | None) -> Any | None:
+    """A rejected record as it can be stored (``news_rejected.raw``, dead letters).
+
+    Args:
+        raw: the record as parsed, or None.
+
+    Returns:
+        :func:`jsonable` of ``raw``, or None when even that fails (e.g. a JSON value
+        nested too deeply to serialise): the rejection then keeps its ``raw_text``.
+    """
+    if raw is None:
+        return None
+    try:
+        value = jsonable(raw)
+        json.dumps(value, allow_nan=False)
+    except (RecursionError, ValueError, TypeError) as exc:
+        log.warning("a rejected record cannot be stored as JSON (%s): raw text only", exc)
+        return None
+    return value
 
 
 def count_reasons(rejected: Iterable[Rejected]) -> dict[str, int]:
@@ -416,23 +529,32 @@ def _is_string_type(t: pa.DataType) -> bool:
 
 
 def conform(table: pa.Table | pa.RecordBatch) -> pa.Table:
-    """``table`` with HF_SCHEMA's columns, order and types (every column nullable).
+    """``table`` with RECORD_SCHEMA's columns, order and types (every column nullable).
 
     Absent columns are filled with nulls, except ``agency``, ``published_at`` and
-    ``title``. Raises ``ValueError`` for unknown columns, string or naive timestamps
-    and other types that are not a lossless cast away.
+    ``title``; ``extra`` (the text of a JSON object) is optional like the others.
+
+    Args:
+        table: HF columns (any subset with the three above), optionally ``extra``.
+
+    Returns:
+        The conformed table.
+
+    Raises:
+        ValueError: unknown or duplicate columns, string or naive timestamps and other
+            types that are not a lossless cast away.
     """
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     names = table.column_names
-    unknown = [n for n in names if n not in HF_COLUMNS]
+    unknown = [n for n in names if n not in RECORD_SCHEMA.names]
     missing = [n for n in ("agency", "published_at", "title") if n not in names]
     if unknown or missing or len(set(names)) != len(names):
         raise ValueError(
             f"table does not have the news columns: unknown {unknown}, missing {missing}"
         )
     arrays: list[pa.ChunkedArray | pa.Array] = []
-    for f in HF_SCHEMA:
+    for f in RECORD_SCHEMA:
         if f.name not in names:
             arrays.append(pa.nulls(table.num_rows, f.type))
             continue
@@ -447,11 +569,13 @@ def conform(table: pa.Table | pa.RecordBatch) -> pa.Table:
             and (not pa.types.is_timestamp(source) or source.tz is None)
         ):
             raise ValueError(f"{f.name}: expected a time-zone aware timestamp, got {source}")
+        if f.name == EXTRA_COLUMN and not (pa.types.is_null(source) or _is_string_type(source)):
+            raise ValueError(f"{f.name}: expected the text of a JSON object, got {source}")
         try:
             arrays.append(column.cast(f.type) if not source.equals(f.type) else column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise ValueError(f"{f.name}: cannot use {source} as {f.type}: {exc}") from None
-    schema = pa.schema([f.with_nullable(True) for f in HF_SCHEMA])
+    schema = pa.schema([f.with_nullable(True) for f in RECORD_SCHEMA])
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -459,10 +583,13 @@ def conform(table: pa.Table | pa.RecordBatch) -> pa.Table:
 class Validated:
     """The rows of a table that can be written, and the rejections.
 
-    ``table``: the accepted rows (HF_SCHEMA, ids and hashes filled, theme labels from the
-    taxonomy, one row per unique_id: the last occurrence), ``seqs`` their row indices in
-    the input, ``agency_names`` the agencies' names, ``duplicates`` the earlier
-    occurrences dropped.
+    ``table``: the accepted rows (RECORD_SCHEMA, ids and hashes filled, theme labels
+    from the taxonomy, one row per story: the version that won, in input order),
+    ``seqs`` their row indices in the input, ``agency_names`` the agencies' names,
+    ``sources`` their sources. ``duplicates``: input rows merged into another
+    (``superseded`` of them an older version rather than an exact copy); ``replaces``:
+    accepted ``unique_id`` -> the stored version that row corrects (and replaces).
+    ``rows_in == table.num_rows + len(rejected) + duplicates``.
     """
 
     table: pa.Table
@@ -471,6 +598,8 @@ class Validated:
     rejected: list[Rejected]
     duplicates: int
     sources: list[str]
+    superseded: int = 0
+    replaces: Mapping[str, Version] = field(default_factory=dict)
 
 
 def _blank(column: pa.ChunkedArray) -> np.ndarray:
@@ -508,37 +637,105 @@ def _lookup(column: pa.ChunkedArray, mapping: Mapping[str, Any]) -> pa.Array:
     return values.take(pc.index_in(column, value_set=keys))
 
 
+def _timestamp_text(column: pa.ChunkedArray, i: int) -> str:
+    """Row ``i`` of a timestamp column for a message (also when Python cannot hold it)."""
+    try:
+        return column[i].as_py().isoformat()
+    except (OverflowError, ValueError):
+        micros = pc.cast(column.slice(i, 1), pa.int64())[0].as_py()
+        return f"{micros} microseconds from 1970-01-01 UTC"
+
+
+def _rows(table: pa.Table, indices: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows ``indices`` of ``table`` as dicts; timestamps Python cannot hold (beyond
+    year 9999) as Arrow's text instead."""
+    subset = table.take(pa.array(list(indices), pa.int64()))
+    try:
+        return subset.to_pylist()
+    except (OverflowError, ValueError):
+        for name in _TIMESTAMP_COLUMNS:
+            index = subset.schema.get_field_index(name)
+            subset = subset.set_column(index, name, pc.cast(subset.column(name), pa.string()))
+        return subset.to_pylist()
+
+
+def _extra_problem(text: str) -> str | None:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return f"not JSON ({type(exc).__name__}: {exc})"
+    if not isinstance(value, dict):
+        return f"not a JSON object (got {type(value).__name__})"
+    return jsonb_problem(value)
+
+
 def validate_records(
     table: pa.Table | pa.RecordBatch,
     reference: ReferenceSets,
     *,
     source: str,
     row_sources: Sequence[str] | None = None,
+    identity: Identity | str = Identity.DERIVE,
+    stored: StoredLookup | None = None,
 ) -> Validated:
-    """Check every row of ``table``; compute missing ids and hashes; collapse duplicates.
+    """THE validator of every write path: which rows of ``table`` are written, and why
+    the others are refused.
 
-    A row is rejected (all its problems in one reason, ``"; "``-separated) when a required
-    field is empty, its agency or a theme code is unknown, a theme code sits in the
-    column of another level, or a text holds a NUL character (PostgreSQL cannot store
-    it). Row ``i``'s source is ``row_sources[i]``, else ``f"{source} row {i}"``.
+    1. Per row (all problems of a row in one reason, ``"; "``-separated): a required
+       field empty, an unknown agency or theme code, a theme code in the column of
+       another level, a NUL character in a text (PostgreSQL cannot store it), a
+       timestamp outside 1900-2099 (:data:`~bi_platform.news.records.OUT_OF_RANGE`),
+       an ``extra`` that is not a storable JSON object.
+    2. Identity (``identity``, see :class:`Identity`): with ``DERIVE``, title
+       normalised, url trimmed, ``unique_id`` and ``content_hash`` computed, a supplied
+       value that disagrees is a rejection (:data:`UNIQUE_ID_MISMATCH`,
+       :data:`CONTENT_HASH_MISMATCH`); with ``KEEP``, missing values computed.
+    3. Versions (:func:`~bi_platform.news.records.resolve_versions`): duplicates in the
+       input merged (the newest extraction wins), then each story compared with its
+       stored version, found through ``stored`` (None: an empty store): updates,
+       headline corrections (``replaces``), and refusals (duplicate url, older than the
+       stored version, conflicting versions).
+
+    Args:
+        table: the records (HF columns, optionally ``extra``; see :func:`conform`).
+        reference: the agencies and themes known.
+        source: names the input; row ``i``'s source is ``row_sources[i]``, else
+            ``f"{source} row {i}"``.
+        row_sources: one source per row (e.g. the inbox line).
+        identity: :class:`Identity` (default ``DERIVE``).
+        stored: looks up the stored versions of the stories (by ``unique_id`` and by
+            (agency, url)); the backend's own (PostgreSQL's ``news``, or the dataset
+            repo's shards).
+
+    Returns:
+        The :class:`Validated` rows and rejections.
+
+    Raises:
+        ValueError: the table does not have the news columns (:func:`conform`), or
+            ``row_sources`` has the wrong length.
     """
-    table = conform(table)
-    n = table.num_rows
+    identity = Identity(identity)
+    original = conform(table)
+    n = original.num_rows
     if row_sources is not None and len(row_sources) != n:
         raise ValueError(f"row_sources has {len(row_sources)} entries for {n} rows")
     problems: dict[int, list[str]] = {}
+    bad_fields: dict[int, list[str]] = {}
 
-    def flag(mask: np.ndarray, reason: Callable[[int], str]) -> None:
+    def flag(mask: np.ndarray, field_name: str, reason: Callable[[int], str]) -> None:
         for i in np.flatnonzero(mask).tolist():
             problems.setdefault(i, []).append(reason(i))
+            bad_fields.setdefault(i, []).append(field_name)
 
+    table = original
     for name in REQUIRED_FIELDS:
-        flag(_blank(table.column(name)), lambda _i, name=name: f"{MISSING_FIELD}: {name!r}")
+        flag(_blank(table.column(name)), name, lambda _i, name=name: f"{MISSING_FIELD}: {name!r}")
     agency = table.column("agency")
     present = ~_blank(agency)
     known_agencies = pa.array(list(reference.agencies), pa.string())
     flag(
         present & ~_mask(pc.is_in(agency, value_set=known_agencies)),
+        "agency",
         lambda i: f"{UNKNOWN_AGENCY}: {agency[i].as_py()!r}",
     )
     all_codes = pa.array(list(reference.themes), pa.string())
@@ -548,7 +745,11 @@ def validate_records(
         columns[name] = codes
         known = _mask(pc.is_in(codes, value_set=all_codes))
         valid = _mask(pc.is_valid(codes))
-        flag(valid & ~known, lambda i, c=codes, n=name: f"{UNKNOWN_THEME}: {c[i].as_py()!r} in {n}")
+        flag(
+            valid & ~known,
+            name,
+            lambda i, c=codes, n=name: f"{UNKNOWN_THEME}: {c[i].as_py()!r} in {n}",
+        )
         if level is not None:
             of_level = pa.array(
                 [c for c, (lv, _) in reference.themes.items() if lv == level], pa.string()
@@ -556,6 +757,7 @@ def validate_records(
             wrong = valid & known & ~_mask(pc.is_in(codes, value_set=of_level))
             flag(
                 wrong,
+                name,
                 lambda i, c=codes, n=name, lv=level: (
                     f"{WRONG_THEME_LEVEL}: {c[i].as_py()!r} in {n} is a level-"
                     f"{reference.themes[c[i].as_py()][0]} theme, not level {lv}"
@@ -565,6 +767,7 @@ def validate_records(
         if _may_hold_nul(table.column(name)):
             flag(
                 _mask(pc.match_substring(table.column(name), "\x00")),
+                name,
                 lambda _i, n=name: f"{NUL_CHARACTER} in {n}",
             )
     tags = table.column("tags")
@@ -577,19 +780,52 @@ def validate_records(
                 parents = pc.list_parent_indices(tags_array).to_numpy()
                 bad = np.zeros(n, dtype=bool)
                 bad[parents[hits]] = True
-                flag(bad, lambda _i: f"{NUL_CHARACTER} in tags")
+                flag(bad, "tags", lambda _i: f"{NUL_CHARACTER} in tags")
+    for name in _TIMESTAMP_COLUMNS:
+        stamps = table.column(name)
+        if stamps.null_count == n:
+            continue
+        outside = pc.or_(
+            pc.less(stamps, pa.scalar(EARLIEST).cast(stamps.type)),
+            pc.greater_equal(stamps, pa.scalar(LATEST).cast(stamps.type)),
+        )
+        flag(
+            _mask(outside),
+            name,
+            lambda i, c=stamps, nm=name: out_of_range(nm, _timestamp_text(c, i)),
+        )
+    extra = table.column(EXTRA_COLUMN)
+    if extra.null_count < n:
+        texts = extra.to_pylist()
+        extra_bad = np.zeros(n, dtype=bool)
+        why: dict[int, str] = {}
+        for i, text in enumerate(texts):
+            if text is not None:
+                problem = _extra_problem(text)
+                if problem is not None:
+                    extra_bad[i], why[i] = True, problem
+        flag(extra_bad, EXTRA_COLUMN, lambda i: f"{BAD_EXTRA}: {why[i]}")
+
+    if identity == Identity.DERIVE:
+        table = _derive_ids(table, problems, bad_fields)
+    else:
+        table = _fill_ids(table)
 
     def where(i: int) -> str:
         return row_sources[i] if row_sources is not None else f"{source} row {i}"
 
-    rejected: list[Rejected] = []
+    rejected: dict[int, Rejected] = {}
     bad_rows = sorted(problems)
     if bad_rows:
-        ids = table.column("unique_id")
-        raws = table.take(bad_rows).to_pylist()
-        for i, raw in zip(bad_rows, raws, strict=True):
-            rejected.append(
-                Rejected(where(i), None, "; ".join(problems[i]), raw, ids[i].as_py() or None)
+        ids = original.column("unique_id")
+        for i, raw in zip(bad_rows, _rows(original, bad_rows), strict=True):
+            rejected[i] = Rejected(
+                where(i),
+                None,
+                "; ".join(problems[i]),
+                raw,
+                ids[i].as_py() or None,
+                tuple(dict.fromkeys(bad_fields[i])),
             )
 
     ok = np.ones(n, dtype=bool)
@@ -598,18 +834,6 @@ def validate_records(
     valid = table.take(seqs) if bad_rows else table
     for name, codes in columns.items():  # empty theme codes are nulls from here on
         valid = valid.set_column(valid.schema.get_field_index(name), name, codes.take(seqs))
-    valid = _fill_ids(valid)
-
-    # one row per unique_id: the last occurrence wins
-    last: dict[str, int] = {}
-    for pos, uid in enumerate(valid.column("unique_id").to_pylist()):
-        last[uid] = pos
-    keep = np.fromiter(sorted(last.values()), dtype=np.int64, count=len(last))
-    duplicates = valid.num_rows - len(keep)
-    if duplicates:
-        valid = valid.take(keep)
-        seqs = seqs[keep]
-
     labels = {code: label for code, (_, label) in reference.themes.items()}
     for name, label_name in _LABEL_OF.items():
         valid = valid.set_column(
@@ -617,15 +841,140 @@ def validate_records(
             label_name,
             _lookup(valid.column(name), labels),
         )
+
+    keep, resolved = _resolve(valid, stored)
+    for position, reason in resolved.rejected.items():
+        seq = int(seqs[position])
+        raw = _rows(valid, [position])[0]
+        kind = ("url",) if reason.startswith(DUPLICATE_URL) else ("extracted_at",)
+        rejected[seq] = Rejected(where(seq), None, reason, raw, raw["unique_id"], kind)
+    if resolved.replaces:
+        valid_ids = valid.column("unique_id").to_pylist()
+        replaces = {valid_ids[p]: version for p, version in resolved.replaces.items()}
+    else:
+        replaces = {}
+    if len(keep) != valid.num_rows:
+        positions = np.asarray(keep, dtype=np.int64)
+        valid = valid.take(positions)
+        seqs = seqs[positions]
     agency_names = _lookup(valid.column("agency"), reference.agencies)
     return Validated(
-        table=valid.cast(HF_SCHEMA) if valid.num_rows else HF_SCHEMA.empty_table(),
+        table=valid.cast(RECORD_SCHEMA) if valid.num_rows else RECORD_SCHEMA.empty_table(),
         seqs=seqs,
         agency_names=agency_names,
-        rejected=rejected,
-        duplicates=duplicates,
+        rejected=[rejected[i] for i in sorted(rejected)],
+        duplicates=len(resolved.merged),
         sources=[where(i) for i in seqs.tolist()],
+        superseded=resolved.superseded,
+        replaces=replaces,
     )
+
+
+def _derive_ids(
+    table: pa.Table, problems: dict[int, list[str]], bad_fields: dict[int, list[str]]
+) -> pa.Table:
+    """:attr:`Identity.DERIVE` on the rows without problems: title normalised, url
+    trimmed, ``unique_id`` and ``content_hash`` computed; a supplied value that disagrees
+    adds a problem to its row."""
+    n = table.num_rows
+    todo = [i for i in range(n) if i not in problems]
+    if not todo:
+        return table
+    names = ["agency", "published_at", "title", "url", "content", "unique_id", "content_hash"]
+    columns = {name: table.column(name).to_pylist() for name in ("title", "url")}
+    columns["unique_id"] = table.column("unique_id").to_pylist()
+    columns["content_hash"] = table.column("content_hash").to_pylist()
+    for i, row in zip(todo, table.select(names).take(todo).to_pylist(), strict=True):
+        sent_title = row["title"]
+        title = normalise_title(sent_title)
+        computed = compute_unique_id(row["agency"], row["published_at"], title)
+        digest = compute_content_hash(title, row["content"])
+        supplied, supplied_hash = row["unique_id"], row["content_hash"]
+        if supplied and supplied.strip() and supplied != computed:
+            as_given = compute_unique_id(row["agency"], row["published_at"], sent_title)
+            if supplied != as_given:
+                problems.setdefault(i, []).append(
+                    f"{UNIQUE_ID_MISMATCH}: {supplied!r} != {computed!r}"
+                )
+                bad_fields.setdefault(i, []).append("unique_id")
+        if supplied_hash and supplied_hash.strip() and supplied_hash != digest:
+            problems.setdefault(i, []).append(
+                f"{CONTENT_HASH_MISMATCH}: {supplied_hash!r} != {digest!r}"
+            )
+            bad_fields.setdefault(i, []).append("content_hash")
+        columns["title"][i] = title
+        columns["url"][i] = row["url"].strip()
+        columns["unique_id"][i] = computed
+        columns["content_hash"][i] = digest
+    for name, values in columns.items():
+        table = table.set_column(
+            table.schema.get_field_index(name), name, pa.array(values, pa.string())
+        )
+    return table
+
+
+def _all_distinct(valid: pa.Table) -> bool:
+    """No two rows share a ``unique_id`` or an (agency, url) (Arrow kernels only; a false
+    "no" only costs the exact check)."""
+    m = valid.num_rows
+    if pc.count_distinct(valid.column("unique_id")).as_py() != m:
+        return False
+    keys = pc.binary_join_element_wise(valid.column("agency"), valid.column("url"), "\x1f")
+    return pc.count_distinct(keys).as_py() == m - keys.null_count
+
+
+def _resolve(valid: pa.Table, stored: StoredLookup | None) -> tuple[list[int], Resolution]:
+    """:func:`resolve_versions` of the rows of ``valid``; (positions kept, in order;
+    the resolution with positions of ``valid``).
+
+    Only the rows that share an id or (agency, url) with another row or with a stored
+    version take part: the others cannot be affected by any rule and are kept as they
+    are (so a batch of distinct new stories costs two Counters, not a Python loop).
+    """
+    m = valid.num_rows
+    if not m:
+        return [], Resolution()
+    if stored is None and _all_distinct(valid):  # e.g. a migrated shard: no Python loop
+        return list(range(m)), Resolution(winners=list(range(m)))
+    uids = valid.column("unique_id").to_pylist()
+    agencies = valid.column("agency").to_pylist()
+    urls = valid.column("url").to_pylist()
+    keys = [(a, u) if u else None for a, u in zip(agencies, urls, strict=True)]
+    found: list[Version] = []
+    if stored is not None:
+        found = list(stored(uids, list(dict.fromkeys(k for k in keys if k is not None))))
+    uid_counts = Counter(uids)
+    key_counts = Counter(k for k in keys if k is not None)
+    stored_ids = {v.unique_id for v in found}
+    stored_keys = {v.key for v in found if v.key is not None}
+    involved = [
+        p
+        for p in range(m)
+        if uid_counts[uids[p]] > 1
+        or uids[p] in stored_ids
+        or (keys[p] is not None and (key_counts[keys[p]] > 1 or keys[p] in stored_keys))
+    ]
+    if not involved:
+        return list(range(m)), Resolution(winners=list(range(m)))
+    extracted = valid.column("extracted_at").take(involved).to_pylist()
+    versions = [
+        Version(uids[p], agencies[p], urls[p], extracted[k]) for k, p in enumerate(involved)
+    ]
+
+    def identical(a: int, b: int) -> bool:
+        first, second = _rows(valid, [involved[a], involved[b]])
+        return first == second
+
+    local = resolve_versions(versions, identical=identical, stored=found)
+    out = Resolution(
+        rejected={involved[k]: reason for k, reason in local.rejected.items()},
+        merged={involved[k]: involved[w] for k, w in local.merged.items()},
+        replaces={involved[k]: v for k, v in local.replaces.items()},
+        superseded=local.superseded,
+    )
+    dropped = set(out.rejected) | set(out.merged)
+    out.winners = [p for p in range(m) if p not in dropped]
+    return out.winners, out
 
 
 def with_ids(table: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -642,7 +991,7 @@ def _fill_ids(table: pa.Table) -> pa.Table:
             continue
         values = column.to_pylist()
         subset = table.select(["agency", "published_at", "title", "content"]).take(todo)
-        for i, row in zip(todo.tolist(), subset.to_pylist(), strict=True):
+        for i, row in zip(todo.tolist(), _rows(subset, range(len(todo))), strict=True):
             if name == "content_hash":
                 values[i] = compute_content_hash(row["title"], row["content"])
             elif None not in (row["agency"], row["published_at"], row["title"]):
@@ -671,11 +1020,21 @@ def insert_rejected(
     ):
         copy.set_types(["text", "text", "jsonb", "text", "text", "int8"])
         for r in rejected:
-            raw = Jsonb(jsonable(r.raw)) if r.raw is not None else None
-            text = r.raw_text.replace("\x00", "\ufffd") if r.raw_text is not None else None
+            value = storable_raw(r.raw)
+            raw = Jsonb(value) if value is not None else None
+            text = _storable_text(r.raw_text) if r.raw_text is not None else None
             if raw is None and text is None:
                 text = ""
-            copy.write_row((r.source, r.reason, raw, text, r.unique_id, log_id))
+            copy.write_row(
+                (
+                    _storable_text(r.source),
+                    _storable_text(r.reason),
+                    raw,
+                    text,
+                    _storable_text(r.unique_id) if r.unique_id is not None else None,
+                    log_id,
+                )
+            )
             count += 1
     return count
 
@@ -709,6 +1068,8 @@ def copy_payload(validated: Validated, columns: Sequence[str]) -> pa.Buffer:
     binary ``write_row`` (the Python loop, not the server, was the COPY's bottleneck).
     Strings are always quoted and nulls never are, so PostgreSQL tells ``""`` (empty
     string) from null; timestamps carry their UTC offset; NULs were rejected before.
+    ``extra`` is the JSON text (read as jsonb), ``replaces`` the stored ``unique_id`` a
+    correction replaces.
     """
     t = validated.table
     arrays: list[pa.Array | pa.ChunkedArray] = []
@@ -719,6 +1080,12 @@ def copy_payload(validated: Validated, columns: Sequence[str]) -> pa.Buffer:
             arrays.append(validated.agency_names)
         elif name == "tags":
             arrays.append(_pg_text_array(t.column("tags")))
+        elif name == "replaces":
+            ids = t.column("unique_id").to_pylist() if validated.replaces else []
+            replaced = [
+                validated.replaces[u].unique_id if u in validated.replaces else None for u in ids
+            ]
+            arrays.append(pa.array(replaced or [None] * t.num_rows, pa.string()))
         else:
             arrays.append(t.column(_HF_NAMES.get(name, name)))
     sink = pa.BufferOutputStream()
@@ -755,7 +1122,18 @@ _CREATE_STAGING = sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
 )
 
 
-def _merge_statement() -> sql.Composed:
+def _new_value(column: str, source: str, keep_extra: bool) -> sql.Composable:
+    """The value a write gives ``column`` from ``source`` (``EXCLUDED`` or ``s``): the
+    incoming one, except a null ``extra`` under ``keep_extra`` (keeps the stored one)."""
+    new = sql.SQL("{}.{}").format(sql.SQL(source), sql.Identifier(column))
+    if column == EXTRA_COLUMN and keep_extra:
+        return sql.SQL("coalesce({}, n.{})").format(new, sql.Identifier(column))
+    return new
+
+
+def _merge_statement(keep_extra: bool) -> sql.Composed:
+    """The merge of the staged rows that are not corrections (``replaces IS NULL``):
+    insert, or update the story with that ``unique_id`` when a content column differs."""
     staging = sql.Identifier(STAGING_TABLE)
     cols = [sql.Identifier(c) for c in _CONTENT_COLUMNS]
     # compare content_hash first: it differs for nearly every real edit
@@ -765,7 +1143,7 @@ def _merge_statement() -> sql.Composed:
         """
         WITH merged AS (
             INSERT INTO news AS n ({cols})
-            SELECT {cols} FROM {staging} ORDER BY seq
+            SELECT {cols} FROM {staging} WHERE replaces IS NULL ORDER BY seq
             ON CONFLICT (unique_id) DO UPDATE SET {assignments}
             WHERE ({old}) IS DISTINCT FROM ({new})
             RETURNING (n.xmax = 0) AS inserted
@@ -777,40 +1155,82 @@ def _merge_statement() -> sql.Composed:
         cols=sql.SQL(", ").join(cols),
         staging=staging,
         assignments=sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+            sql.SQL("{} = {}").format(sql.Identifier(c), _new_value(c, "EXCLUDED", keep_extra))
             for c in _CONTENT_COLUMNS
             if c != "unique_id"
         ),
         old=sql.SQL(", ").join(sql.SQL("n.{}").format(sql.Identifier(c)) for c in compared),
-        new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in compared),
+        new=sql.SQL(", ").join(_new_value(c, "EXCLUDED", keep_extra) for c in compared),
     )
 
 
-_MERGE = _merge_statement()
+def _correct_statement(keep_extra: bool) -> sql.Composed:
+    """Headline corrections: the stored story a staged row replaces takes that row's
+    content, ``unique_id`` included (same agency and url; its ``id`` and ``created_at``
+    stay, ``updated_at`` moves)."""
+    return sql.SQL(
+        "UPDATE news AS n SET {assignments} FROM {staging} AS s "
+        "WHERE s.replaces IS NOT NULL AND n.unique_id = s.replaces"
+    ).format(
+        staging=sql.Identifier(STAGING_TABLE),
+        assignments=sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(c), _new_value(c, "s", keep_extra))
+            for c in _CONTENT_COLUMNS
+        ),
+    )
 
-# A staged row whose (agency_key, url) belongs to ANOTHER stored story.
-_URL_TAKEN = sql.SQL(
-    """
-    SELECT DISTINCT ON (s.seq) s.seq, n.unique_id
-    FROM {staging} AS s
-    JOIN news AS n ON n.agency_key = s.agency_key AND n.url = s.url
-    WHERE s.url IS NOT NULL AND n.url IS NOT NULL AND n.unique_id <> s.unique_id
-    ORDER BY s.seq, n.unique_id
-    """
-).format(staging=sql.Identifier(STAGING_TABLE))
 
-# Staged rows sharing (agency_key, url) with an EARLIER staged row of another story.
-_URL_REPEATED = sql.SQL(
+_MERGE = {keep: _merge_statement(keep) for keep in (False, True)}
+_CORRECT = {keep: _correct_statement(keep) for keep in (False, True)}
+
+# The stored versions of the stories with these unique_ids or (agency_key, url) keys.
+_STORED_VERSIONS = """
+    SELECT unique_id, agency_key, url, extracted_at, published_at
+    FROM news WHERE unique_id = ANY(%s::text[])
+    UNION
+    SELECT n.unique_id, n.agency_key, n.url, n.extracted_at, n.published_at
+    FROM news AS n
+    JOIN unnest(%s::text[], %s::text[]) AS k(agency_key, url)
+      ON n.agency_key = k.agency_key AND n.url = k.url
+    WHERE n.url IS NOT NULL
+"""
+
+
+def stored_versions(
+    conn: psycopg.Connection[Any] | psycopg.Cursor[Any],
+    unique_ids: Sequence[str],
+    keys: Sequence[tuple[str, str]],
+) -> list[Version]:
+    """The versions ``news`` holds of the stories with these ids or (agency, url) keys
+    (the lookup :func:`write_records` gives :func:`validate_records`).
+
+    Args:
+        conn: a connection or cursor on the news database.
+        unique_ids: the ids looked up.
+        keys: the (agency, url) pairs looked up.
+
+    Returns:
+        One :class:`~bi_platform.news.records.Version` per stored story found.
     """
-    SELECT seq, first_uid FROM (
-        SELECT seq, first_value(unique_id) OVER w AS first_uid, row_number() OVER w AS rn
-        FROM {staging}
-        WHERE url IS NOT NULL
-        WINDOW w AS (PARTITION BY agency_key, url ORDER BY seq)
-    ) AS t
-    WHERE rn > 1
+    params = (list(unique_ids), [k[0] for k in keys], [k[1] for k in keys])
+    if isinstance(conn, psycopg.Cursor):
+        rows = conn.execute(_STORED_VERSIONS, params).fetchall()
+    else:
+        with conn.cursor(row_factory=tuple_row) as cur:
+            rows = cur.execute(_STORED_VERSIONS, params).fetchall()
+    return [Version(*row) for row in rows]
+
+
+def month_of(value: datetime) -> str:
+    """The HF shard holding a story published at ``value``.
+
+    Args:
+        value: an aware datetime.
+
+    Returns:
+        ``YYYY-MM`` of ``value`` in São Paulo time.
     """
-).format(staging=sql.Identifier(STAGING_TABLE))
+    return value.astimezone(_ZONE).strftime("%Y-%m")
 
 
 def write_records(
@@ -821,61 +1241,82 @@ def write_records(
     log_id: int | None = None,
     row_sources: Sequence[str] | None = None,
     assume_new: bool = False,
+    identity: Identity | str = Identity.DERIVE,
 ) -> WriteResult:
-    """Upsert ``table`` (HF columns) into ``news``, in the caller's transaction.
+    """Upsert ``table`` (HF columns, optionally ``extra``) into ``news``, in the caller's
+    transaction.
 
-    Rows that fail validation (:func:`validate_records`) or whose ``(agency, url)``
-    belongs to another story (stored, or earlier in the batch) go to ``news_rejected``
-    with their source (``f"{source} row {i}"`` or ``row_sources[i]``), the reason and
-    ``log_id``. The others are COPYed into a temp staging table and merged with one
+    Serialised with other writers by the transaction-level advisory lock
+    :data:`WRITE_LOCK_KEY`, then :func:`validate_records` against ``news`` as it is
+    (:func:`stored_versions`). Refused rows go to ``news_rejected`` with their source
+    (``f"{source} row {i}"`` or ``row_sources[i]``), the reason and ``log_id``. The
+    others are COPYed into a temp staging table; headline corrections update the story
+    they replace (which takes the new ``unique_id``), the rest is merged with one
     ``INSERT ... ON CONFLICT (unique_id) DO UPDATE ... WHERE <a content column differs>``:
-    identical rows are not written at all. Serialised with other writers by the
-    transaction-level advisory lock :data:`WRITE_LOCK_KEY`. Nothing is committed: on
-    an autocommit connection outside a transaction the call runs in its own.
+    identical rows are not written at all. Theme labels are not stored (the ``news_hf``
+    view joins them from ``themes``). Nothing is committed: on an autocommit connection
+    outside a transaction the call runs in its own.
 
-    The URL check compares with ``news`` as it is before the merge, so it is
-    conservative: a row taking over a URL that another row of the same batch gives up
-    is rejected (rather than the batch aborted). A ``content_hash`` given in the input
-    is trusted (only missing ones are computed); theme labels are not stored (the
-    ``news_hf`` view joins them from ``themes``).
+    ``assume_new`` (the initial migration): validate against an empty store and try to
+    COPY the rows straight into ``news`` in a savepoint, skipping lookup, staging and
+    merge (about twice as fast), and without the write lock (the unique indexes keep
+    parallel loaders apart); if any row collides with a stored one (unique_id or
+    agency/url, i.e. the assumption was wrong) the savepoint is rolled back and the rows
+    are validated against ``news`` and merged as above, lock included, so the result is
+    the same either way.
 
-    ``assume_new`` (the initial migration): first try to COPY the validated rows straight
-    into ``news`` in a savepoint, skipping staging and merge (about twice as fast), and
-    without the write lock (the unique indexes keep parallel loaders apart); if any row
-    collides with a stored one (unique_id or agency/url, i.e. the assumption was wrong)
-    the savepoint is rolled back and the rows take the merge path above, lock included,
-    so the result is the same either way.
+    Args:
+        conn: connection to the news database.
+        table: the records.
+        source: names the input (rejections, logs).
+        log_id: the ``sync_log`` row of the run (stored with the rejections).
+        row_sources: one source per row (e.g. the inbox line).
+        assume_new: see above.
+        identity: :class:`Identity`: ``DERIVE`` (default, every ingest) or ``KEEP`` (the
+            HF dataset's migration).
+
+    Returns:
+        The :class:`WriteResult`.
     """
     started = time.perf_counter()
     rows_in = table.num_rows
+    identity = Identity(identity)
+    keep_extra = identity == Identity.KEEP
     with _transaction(conn), conn.cursor(row_factory=tuple_row) as cur:
         if not assume_new:
             cur.execute(_TAKE_WRITE_LOCK, (WRITE_LOCK_KEY,))
-        validated = validate_records(
-            table, ReferenceSets.from_database(conn), source=source, row_sources=row_sources
-        )
-        rejected = list(validated.rejected)
-        inserted = updated = 0
+        reference = ReferenceSets.from_database(conn)
+
+        def validate(lookup: StoredLookup | None) -> Validated:
+            return validate_records(
+                table,
+                reference,
+                source=source,
+                row_sources=row_sources,
+                identity=identity,
+                stored=lookup,
+            )
+
+        lookup = functools.partial(stored_versions, cur)
+        validated = validate(None if assume_new else lookup)
+        inserted = updated = corrected = 0
         if validated.table.num_rows and assume_new and _copy_new_rows(conn, cur, validated):
             inserted = validated.table.num_rows
         elif validated.table.num_rows:
-            if assume_new:  # the direct COPY collided: merge like any other writer
+            if assume_new:  # the direct COPY collided: validate and merge like any writer
                 cur.execute(_TAKE_WRITE_LOCK, (WRITE_LOCK_KEY,))
+                validated = validate(lookup)
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(STAGING_TABLE)))
             cur.execute(_CREATE_STAGING)
             _copy_csv(cur, STAGING_TABLE, _STAGING_NAMES, copy_payload(validated, _STAGING_NAMES))
-            # statistics for the URL checks' join plans (the text columns would be slow)
-            cur.execute(
-                sql.SQL("ANALYZE {} (seq, unique_id, agency_key, url)").format(
-                    sql.Identifier(STAGING_TABLE)
-                )
-            )
-            rejected += _reject_url_conflicts(cur, validated)
-            inserted, updated = cur.execute(_MERGE).fetchone()  # type: ignore[misc]
+            if validated.replaces:
+                corrected = cur.execute(_CORRECT[keep_extra]).rowcount
+            inserted, updated = cur.execute(_MERGE[keep_extra]).fetchone()  # type: ignore[misc]
+            updated += corrected
             cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(STAGING_TABLE)))
-        if rejected:
-            insert_rejected(conn, rejected, log_id)
-    by_reason = count_reasons(rejected)
+        if validated.rejected:
+            insert_rejected(conn, validated.rejected, log_id)
+    rejected = validated.rejected
     result = WriteResult(
         rows_in=rows_in,
         inserted=inserted,
@@ -883,8 +1324,15 @@ def write_records(
         unchanged=rows_in - inserted - updated - len(rejected),
         rejected=len(rejected),
         duplicates=validated.duplicates,
-        rejected_by_reason=by_reason,
+        rejected_by_reason=count_reasons(rejected),
         seconds=time.perf_counter() - started,
+        corrected=corrected,
+        unique_ids=tuple(validated.table.column("unique_id").to_pylist()),
+        replaced={
+            new: (old.unique_id, month_of(old.published_at))
+            for new, old in validated.replaces.items()
+            if old.published_at is not None
+        },
     )
     log.debug("write_records %s: %s", source, result)
     return result
@@ -909,28 +1357,6 @@ def _copy_new_rows(
         )
         return False
     return True
-
-
-def _reject_url_conflicts(cur: psycopg.Cursor[Any], validated: Validated) -> list[Rejected]:
-    """Remove staged rows whose URL belongs to another story; their rejections."""
-    found: list[tuple[int, str]] = []
-    for query, where in ((_URL_TAKEN, "stored as"), (_URL_REPEATED, "earlier in the batch as")):
-        conflicts = cur.execute(query).fetchall()
-        if conflicts:
-            cur.execute(
-                sql.SQL("DELETE FROM {} WHERE seq = ANY(%s)").format(sql.Identifier(STAGING_TABLE)),
-                ([seq for seq, _ in conflicts],),
-            )
-            found += [(seq, f"{DUPLICATE_URL}: {where} unique_id {uid}") for seq, uid in conflicts]
-    if not found:
-        return []
-    position = {seq: pos for pos, seq in enumerate(validated.seqs.tolist())}
-    positions = [position[seq] for seq, _ in found]
-    raws = validated.table.take(positions).to_pylist()
-    return [
-        Rejected(validated.sources[pos], None, reason, raw, raw["unique_id"])
-        for (_, reason), pos, raw in zip(found, positions, raws, strict=True)
-    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -1453,7 +1879,12 @@ def _migrate_shard(
                 conn, MIGRATION_OPERATION, scope, {"revision": revision, "month": month}
             )
             result = write_records(
-                conn, table, source=f"shard {month}", log_id=log_id, assume_new=assume_new
+                conn,
+                table,
+                source=f"shard {month}",
+                log_id=log_id,
+                assume_new=assume_new,
+                identity=Identity.KEEP,  # the dataset's ids are the stories' identity
             )
             if hook is not None:
                 hook(month, conn.info.backend_pid)

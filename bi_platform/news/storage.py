@@ -6,18 +6,25 @@ moves from the HuggingFace dataset to PostgreSQL:
 * ``postgres`` (default): :func:`~bi_platform.news.pg_store.write_records` plus the
   parse-time rejections into ``news_rejected``, with an ``ingest`` ``sync_log`` row, all
   in ONE transaction.
-* ``huggingface``: the records are validated against the packaged reference data and
-  merged into their month shards (rows with the same ``unique_id`` replaced, new ones
-  appended, sorted) in ONE commit of the repo. Rejected records are recorded in
-  PostgreSQL's ``news_rejected`` when a ``conninfo`` is given, else appended to a JSON
-  lines dead-letter file: ``dead_letter_path``, by default ``news_rejected.jsonl`` next
-  to a :class:`~bi_platform.news.dataset_repo.LocalDatasetRepo`'s directory
-  (``<repo root>/../news_rejected.jsonl``). They are recorded after the commit, so a
-  failed write leaves no trace and can simply be retried. No ``(agency, url)``
-  uniqueness check on this path (the repo has no index to check it against).
+* ``huggingface``: the records are validated by the same
+  :func:`~bi_platform.news.pg_store.validate_records` as the other backends, against the
+  packaged reference data and the repo's head (:func:`repo_versions` reads the ids,
+  agencies, urls and extraction times of every shard: the same duplicate-url,
+  correction and older-version rules as PostgreSQL), then merged into their month
+  shards (rows with the same ``unique_id`` replaced, the story a correction replaces
+  removed from its shard, new ones appended, sorted) in ONE commit whose parent is the
+  head that was read. Rejected records are recorded in PostgreSQL's ``news_rejected``
+  when a ``conninfo`` is given, else appended to a JSON lines dead-letter file:
+  ``dead_letter_path``, by default ``news_rejected.jsonl`` next to a
+  :class:`~bi_platform.news.dataset_repo.LocalDatasetRepo`'s directory (``<repo
+  root>/../news_rejected.jsonl``). They are recorded after the commit, so a failed write
+  leaves no trace and can simply be retried. The unknown fields of a record (``extra``)
+  are accepted as on the other backends but cannot be stored in the HF dataset (fixed
+  schema): the outcome counts them (``extra_not_stored``) and a warning is logged.
 * ``dual_write``: PostgreSQL first, committed (a failure raises and nothing goes to
   the repo); then the batch's rows are read back from ``news_hf`` and merged into the
-  repo in one commit; on success they are marked synced (``synced_to_hf_at``,
+  repo in one commit (the stories headline corrections replaced are removed from their
+  shards); on success they are marked synced (``synced_to_hf_at``,
   ``hf_revision``) with the compare-and-set on ``updated_at`` of 0002_news.sql. If the
   repo write fails, the outcome says ``hf_written=False`` with the error and the rows
   stay pending (``synced_to_hf_at IS NULL OR updated_at > synced_to_hf_at``) for the HF
@@ -39,7 +46,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -51,12 +58,13 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from psycopg import sql
 from psycopg.rows import tuple_row
 
 from bi_platform.news import pg_store
 from bi_platform.news.ingest import Rejected
-from bi_platform.news.records import HF_COLUMNS, HF_SCHEMA, TIMEZONE
+from bi_platform.news.records import EXTRA_COLUMN, HF_COLUMNS, HF_SCHEMA, TIMEZONE, Version
 
 if TYPE_CHECKING:
     from bi_platform.news.dataset_repo import CommitInfo, DatasetRepo
@@ -119,10 +127,19 @@ class WriteOutcome:
     """What :meth:`StorageAdapter.write` did.
 
     ``result``: the records' fate (PostgreSQL's counts for ``postgres``/``dual_write``,
-    the merge's for ``huggingface``); ``rejected_recorded``: the parse-time rejections
-    stored. ``hf_*``: the repo commit (``hf_revision`` is the head after it; ``hf_months``
-    the shards it rewrote). ``marked_synced``: PG rows marked exported. ``error``: why the
-    HF part (or marking the rows synced) failed; the write itself did not raise.
+    the merge's for ``huggingface``; the same on every backend for the same input and
+    store); ``rejected_recorded``: the parse-time rejections stored. ``hf_*``: the repo
+    commit (``hf_revision`` is the head after it; ``hf_months`` the shards it rewrote).
+    ``marked_synced``: PG rows marked exported. ``extra_not_stored``: records whose
+    unknown fields the store written could not keep (``huggingface`` only). ``error``:
+    why the HF part (or marking the rows synced) failed; the write itself did not raise.
+
+    Accounting of an inbox batch ``batch`` (:class:`~bi_platform.news.ingest.ParsedBatch`)
+    written as ``write(batch.records, batch.rejected, ...)``::
+
+        batch.lines == rows_stored + rows_rejected + batch.duplicates + rows_merged
+
+    (every non-blank line is stored, rejected, or merged into another line).
     """
 
     backend: StorageBackend
@@ -134,12 +151,32 @@ class WriteOutcome:
     hf_months: tuple[str, ...] = ()
     marked_synced: int = 0
     error: str | None = None
+    extra_not_stored: int = 0
+
+    @property
+    def rows_stored(self) -> int:
+        """Records the store now holds as given (inserted, updated or identical)."""
+        return self.result.stored
+
+    @property
+    def rows_rejected(self) -> int:
+        """Rejections: those passed in (parse time) and those of the validator."""
+        return self.rejected_recorded + self.result.rejected
+
+    @property
+    def rows_merged(self) -> int:
+        """Records merged into another record of the input by the validator."""
+        return self.result.duplicates
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (e.g. for Dagster metadata)."""
         return {
             "backend": self.backend.value,
             **self.result.as_dict(),
+            "rows_stored": self.rows_stored,
+            "rows_rejected": self.rows_rejected,
+            "rows_merged": self.rows_merged,
+            "extra_not_stored": self.extra_not_stored,
             "rejected_recorded": self.rejected_recorded,
             "pg_written": self.pg_written,
             "hf_written": self.hf_written,
@@ -152,13 +189,15 @@ class WriteOutcome:
 
 @dataclass(frozen=True)
 class ShardMerge:
-    """The outcome of :func:`merge_into_repo`."""
+    """The outcome of :func:`merge_into_repo` (``corrected``: part of ``updated``, rows
+    that replaced the story a headline correction names)."""
 
     commit: CommitInfo | None
     months: tuple[str, ...]
     inserted: int
     updated: int
     unchanged: int
+    corrected: int = 0
 
     @property
     def revision(self) -> str | None:
@@ -170,42 +209,156 @@ def _month_keys(published_at: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.strftime(local, format="%Y-%m")
 
 
-def merge_into_repo(repo: DatasetRepo, table: pa.Table, *, message: str) -> ShardMerge:
-    """Merge HF_SCHEMA rows (distinct ``unique_id``) into their month shards: ONE commit.
+_READ_HEAD: Any = object()  # merge_into_repo: read the head itself
 
-    Per month: the shard at the head is read, rows with an incoming ``unique_id`` are
-    replaced, new ones appended, rows sorted by (published_at, unique_id). Months where
-    nothing changes are left out; no commit at all when nothing changes
-    (``commit=None``). Raises what the repo raises (e.g. ``ConflictError`` if the head
-    moved meanwhile).
+
+def merge_into_repo(
+    repo: DatasetRepo,
+    table: pa.Table,
+    *,
+    message: str,
+    replaces: Mapping[str, tuple[str, str]] | None = None,
+    head: str | None = _READ_HEAD,
+) -> ShardMerge:
+    """Merge HF rows (distinct ``unique_id``) into their month shards: ONE commit.
+
+    Per month: the shard at ``head`` is read, rows with an incoming ``unique_id`` are
+    replaced, the stories ``replaces`` names removed, new rows appended, rows sorted by
+    (published_at, unique_id). Months where nothing changes are left out; no commit at
+    all when nothing changes (``commit=None``). Columns other than the HF ones (e.g.
+    ``extra``) are not written.
+
+    Args:
+        repo: the dataset repo.
+        table: the rows (at least the HF columns).
+        message: the commit message.
+        replaces: new ``unique_id`` -> (``unique_id`` it replaces, that row's month):
+            headline corrections; the new row counts as updated when the old one was
+            found, as inserted otherwise.
+        head: the revision the caller validated against (the commit's parent: a repo
+            moved since raises ``ConflictError``); by default the head, read here.
+
+    Returns:
+        The :class:`ShardMerge`.
+
+    Raises:
+        What the repo raises (e.g. ``ConflictError`` if the head moved meanwhile).
     """
     table = table.select(list(HF_COLUMNS)).cast(HF_SCHEMA)
-    head = repo.head()
+    if head is _READ_HEAD:
+        head = repo.head()
+    replaces = dict(replaces or {})
+    removals: dict[str, set[str]] = {}
+    for old_id, old_month in replaces.values():
+        removals.setdefault(old_month, set()).add(old_id)
     months = _month_keys(table.column("published_at"))
+    touched = sorted(set(pc.unique(months).to_pylist()) | set(removals))
+    existing = {
+        month: repo.read_shard(month, head) if head is not None else HF_SCHEMA.empty_table()
+        for month in touched
+    }
+    removed: set[str] = set()
+    for month, ids in removals.items():
+        present = existing[month].column("unique_id").to_pylist()
+        removed.update(ids.intersection(present))
     shards: dict[str, pa.Table] = {}
-    inserted = updated = unchanged = 0
-    for month in sorted(pc.unique(months).to_pylist()):
-        incoming = table.filter(pc.equal(months, month))
-        existing = repo.read_shard(month, head) if head is not None else HF_SCHEMA.empty_table()
-        replaced = pc.is_in(existing.column("unique_id"), value_set=incoming.column("unique_id"))
+    changed: set[str] = set()
+    inserted = updated = unchanged = corrected = 0
+    incoming_by_month = {
+        month: table.filter(pc.equal(months, month)) for month in pc.unique(months).to_pylist()
+    }
+    for month in touched:
+        incoming = incoming_by_month.get(month, HF_SCHEMA.empty_table())
+        current = existing[month]
+        dropped_ids = pa.array(
+            [*incoming.column("unique_id").to_pylist(), *removals.get(month, ())], pa.string()
+        )
+        replaced = pc.is_in(current.column("unique_id"), value_set=dropped_ids)
         replaced_np = np.asarray(replaced.to_numpy(zero_copy_only=False), dtype=bool)
-        old = {row["unique_id"]: row for row in existing.filter(replaced).to_pylist()}
-        month_inserted = month_updated = 0
+        old = {row["unique_id"]: row for row in current.filter(replaced).to_pylist()}
         for row in incoming.to_pylist():
             before = old.get(row["unique_id"])
             if before is None:
-                month_inserted += 1
+                replaced_story = replaces.get(row["unique_id"])
+                if replaced_story is not None and replaced_story[0] in removed:
+                    updated += 1
+                    corrected += 1
+                else:
+                    inserted += 1
+                changed.add(month)
             elif before != row:
-                month_updated += 1
+                updated += 1
+                changed.add(month)
             else:
                 unchanged += 1
-        inserted += month_inserted
-        updated += month_updated
-        if month_inserted or month_updated:
-            kept = existing.filter(pa.array(~replaced_np))
+        if any(uid in old for uid in removals.get(month, ())):
+            changed.add(month)
+        if month in changed:
+            kept = current.filter(pa.array(~replaced_np))
             shards[month] = pa.concat_tables([kept, incoming]).sort_by(_SORT_KEYS)
     commit = repo.commit(shards, message=message, parent_revision=head) if shards else None
-    return ShardMerge(commit, tuple(sorted(shards)), inserted, updated, unchanged)
+    return ShardMerge(commit, tuple(sorted(shards)), inserted, updated, unchanged, corrected)
+
+
+def repo_versions(
+    repo: DatasetRepo,
+    revision: str | None,
+    unique_ids: Sequence[str],
+    keys: Sequence[tuple[str, str]],
+) -> list[Version]:
+    """The versions the repo holds at ``revision`` of the stories with these ids or
+    (agency, url) keys: the huggingface backend's lookup for
+    :func:`~bi_platform.news.pg_store.validate_records`.
+
+    Every shard is read, five columns only (the repo has no index by url; ~300k rows
+    read this way take well under a second locally).
+
+    Args:
+        repo: the dataset repo.
+        revision: the revision read (None: an empty repo).
+        unique_ids: the ids looked up.
+        keys: the (agency, url) pairs looked up.
+
+    Returns:
+        One :class:`~bi_platform.news.records.Version` per matching row.
+    """
+    if revision is None or not (unique_ids or keys):
+        return []
+    wanted_ids = pa.array(list(unique_ids), pa.string())
+    wanted_urls = pa.array(list({url for _, url in keys}), pa.string())
+    wanted_keys = set(keys)
+    wanted_id_set = set(unique_ids)
+    columns = ["unique_id", "agency", "url", "extracted_at", "published_at"]
+    found: list[Version] = []
+    for month in repo.list_shards(revision):
+        path = repo.download_shard(month, revision)
+        shard = pq.ParquetFile(path).read(columns=columns)
+        hit = pc.or_(
+            pc.is_in(shard.column("unique_id"), value_set=wanted_ids),
+            pc.fill_null(pc.is_in(shard.column("url"), value_set=wanted_urls), False),
+        )
+        for row in shard.filter(hit).to_pylist():
+            version = Version(
+                row["unique_id"],
+                row["agency"],
+                row["url"],
+                row["extracted_at"],
+                row["published_at"],
+            )
+            if version.unique_id in wanted_id_set or version.key in wanted_keys:
+                found.append(version)
+    return found
+
+
+#: Characters ``str.splitlines`` (and some JSON-lines readers) take for line breaks that
+#: JSON leaves unescaped: escaped in the dead-letter file, one record per line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _dead_letter_line(entry: Mapping[str, Any]) -> str:
+    """One dead-letter record: a JSON line (UTF-8 text kept readable)."""
+    text = json.dumps(pg_store.jsonable(entry), ensure_ascii=False)
+    return text.translate(_LINE_BREAKS) + "\n"
 
 
 def _rows_to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
@@ -360,18 +513,43 @@ class StorageAdapter:
     ) -> WriteOutcome:
         from bi_platform.news.reference_data import load_agencies, load_themes
 
-        assert self.repo is not None
+        repo = self.repo
+        assert repo is not None
         started = time.perf_counter()
         reference = pg_store.ReferenceSets.from_reference_data(load_agencies(), load_themes())
+        head = repo.head()
         validated = pg_store.validate_records(
-            records, reference, source=source, row_sources=row_sources
+            records,
+            reference,
+            source=source,
+            row_sources=row_sources,
+            stored=lambda ids, keys: repo_versions(repo, head, ids, keys),
         )
+        replaces = {
+            new: (old.unique_id, pg_store.month_of(old.published_at))
+            for new, old in validated.replaces.items()
+            if old.published_at is not None
+        }
         merge = merge_into_repo(
-            self.repo, validated.table, message=f"ingest {source}: {validated.table.num_rows} rows"
+            repo,
+            validated.table,
+            message=f"ingest {source}: {validated.table.num_rows} rows",
+            replaces=replaces,
+            head=head,
         )
         # after the commit: a failed write leaves no trace and can be retried as is
         self._record_rejections([*validated.rejected, *rejected])
         recorded = len(rejected)
+        extra = validated.table.column(EXTRA_COLUMN)
+        not_stored = len(extra) - extra.null_count
+        if not_stored:
+            log.warning(
+                "%s -> huggingface: %d record(s) carry unknown fields (extra), which the HF "
+                "dataset cannot hold (fixed schema); only PostgreSQL keeps them "
+                "(STORAGE_BACKEND=postgres or dual_write)",
+                source,
+                not_stored,
+            )
         result = pg_store.WriteResult(
             rows_in=records.num_rows,
             inserted=merge.inserted,
@@ -381,6 +559,9 @@ class StorageAdapter:
             duplicates=validated.duplicates,
             rejected_by_reason=pg_store.count_reasons(validated.rejected),
             seconds=time.perf_counter() - started,
+            corrected=merge.corrected,
+            unique_ids=tuple(validated.table.column("unique_id").to_pylist()),
+            replaced=replaces,
         )
         log.info(
             "%s -> huggingface: %s, months %s, revision %s",
@@ -394,8 +575,9 @@ class StorageAdapter:
             result,
             recorded,
             hf_written=True,
-            hf_revision=merge.revision or self.repo.head(),
+            hf_revision=merge.revision or repo.head(),
             hf_months=merge.months,
+            extra_not_stored=not_stored,
         )
 
     def _record_rejections(self, rejected: Sequence[Rejected]) -> int:
@@ -409,20 +591,17 @@ class StorageAdapter:
         assert self.dead_letter_path is not None
         now = datetime.now(UTC).isoformat()
         lines = "".join(
-            json.dumps(
-                pg_store.jsonable(
-                    {
-                        "source": r.source,
-                        "reason": r.reason,
-                        "raw": r.raw,
-                        "raw_text": r.raw_text,
-                        "unique_id": r.unique_id,
-                        "rejected_at": now,
-                    }
-                ),
-                ensure_ascii=False,
+            _dead_letter_line(
+                {
+                    "source": r.source,
+                    "reason": r.reason,
+                    "fields": list(r.fields),
+                    "raw": pg_store.storable_raw(r.raw),
+                    "raw_text": r.raw_text,
+                    "unique_id": r.unique_id,
+                    "rejected_at": now,
+                }
             )
-            + "\n"
             for r in rejected
         )
         self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
@@ -441,11 +620,10 @@ class StorageAdapter:
         row_sources: Sequence[str] | None,
     ) -> WriteOutcome:
         assert self.repo is not None
-        records = pg_store.with_ids(records)
-        ids = [u for u in records.column("unique_id").to_pylist() if u]
         with psycopg.connect(self.conninfo, autocommit=True) as conn:  # type: ignore[arg-type]
             # 1. PostgreSQL, committed; any failure raises before the repo is touched
             result, recorded = self._pg_transaction(conn, records, rejected, source, row_sources)
+            ids = list(result.unique_ids)
             # 2. the repo, from what PostgreSQL now holds for these records
             try:
                 with conn.cursor(row_factory=tuple_row) as cur:
@@ -456,7 +634,10 @@ class StorageAdapter:
                 n = len(HF_COLUMNS)
                 exported = _rows_to_table([r[:n] for r in rows])
                 merge = merge_into_repo(
-                    self.repo, exported, message=f"ingest {source}: {exported.num_rows} rows"
+                    self.repo,
+                    exported,
+                    message=f"ingest {source}: {exported.num_rows} rows",
+                    replaces=result.replaced,
                 )
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 REFERENCE_DATE = date(2026, 10, 31)
 HISTORY_DAYS = 730
 #: Bumped whenever the generated data changes, so that old files are rewritten.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SEED = 38
 MANIFEST_NAME = ".seed_manifest.json"
 LAYOUT = "default"
@@ -60,6 +60,8 @@ MAX_QUANTITY = 50
 PROCESSED = "processed"  # every record valid
 DEAD_LETTER = "dead_letter"  # processed; some records go to the dead-letter queue
 REJECTED = "rejected"  # refused at the inbox, never read
+REJECTED_FILE = "rejected_file"  # accepted at the inbox, rejected as a whole when read
+DUPLICATE = "duplicate"  # the same content as another file: counted once
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,17 @@ PROFILES: dict[str, EtlProfile] = {
 #: The malformed corpus: file name -> (expected outcome, what it exercises).
 MALFORMED: dict[str, tuple[str, str]] = {
     "bad_truncated.bin": (DEAD_LETTER, "valid records then a trailing partial record"),
-    "bad_record_size.dat": (DEAD_LETTER, "60-byte records (36-byte product) in a 56-byte layout"),
+    "bad_record_size.dat": (
+        REJECTED_FILE,
+        "60-byte records (36-byte product) in a 56-byte layout: misaligned, none accepted",
+    ),
+    "bad_pages.parquet": (REJECTED_FILE, "a valid Parquet footer over corrupt data pages"),
+    "bad_newlines.csv": (
+        DEAD_LETTER,
+        "bare CR inside cells, quoted line breaks, an unclosed quote, BOM, NUL, bad UTF-8",
+    ),
+    "export_0001_copy.csv": (DUPLICATE, "a byte copy of export_0001.csv under another name"),
+    "escape_hardlink.csv": (REJECTED, "a hard link to a file outside the inbox"),
     "bad_empty.bin": (REJECTED, "an empty file"),
     "bad_utf8.bin": (DEAD_LETTER, "products that are not valid UTF-8"),
     "bad_timestamps.bin": (DEAD_LETTER, "timestamps outside the window, beyond int64"),
@@ -372,6 +384,46 @@ def _bad_schema_parquet(layout: RecordLayout, records: np.ndarray) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def _bad_pages_parquet(layout: RecordLayout, records: np.ndarray) -> bytes:
+    """The parser's schema with a readable footer, but the header of every data page
+    overwritten: the inbox accepts it (the footer reads), reading its rows fails."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(records_table(records, layout), sink, compression="zstd")
+    data = bytearray(sink.getvalue().to_pybytes())
+    meta = pq.read_metadata(pa.BufferReader(bytes(data)))
+    for group in range(meta.num_row_groups):
+        for column in range(meta.num_columns):
+            chunk = meta.row_group(group).column(column)
+            start = chunk.dictionary_page_offset or chunk.data_page_offset
+            data[start : start + 16] = b"\xff" * 16
+    return bytes(data)
+
+
+def _bad_newlines_csv(layout: RecordLayout, records: np.ndarray) -> bytes:
+    """Valid rows (CRLF line ends, a BOM) with rows no line-based reader agrees on: a bare
+    CR inside a cell, a quoted cell spanning two lines, a quote that never closes, a NUL
+    and invalid UTF-8 in a product."""
+    lines = _csv_bytes(records_table(records, layout)).split(b"\n")[1:-1]
+    first = int(records["id"][-1]) + 1
+    bad = [
+        b"%d,2026-01-05T10:00:00Z,1,100,Leite\rIntegral 1L" % first,
+        b'%d,2026-01-05T10:01:00Z,1,100,"Cafe\nTorrado 500g"' % (first + 1),
+        b'%d,2026-01-05T10:02:00Z,1,100,"Queijo Minas' % (first + 2),
+        b"%d,2026-01-05T10:03:00Z,1,100,Arroz\x00Tipo 1" % (first + 3),
+        b"%d,2026-01-05T10:04:00Z,1,100,Caf\xe9 Pil\xe3o" % (first + 4),
+        b"\r",
+        b"",
+    ]
+    step = max(1, len(lines) // (len(bad) + 1))
+    out = [b"\xef\xbb\xbf" + _CSV_HEADER.encode()]
+    for i, row in enumerate(lines):
+        out.append(row)
+        if bad and (i + 1) % step == 0:
+            out.append(bad.pop(0))
+    out.extend(bad)
+    return b"\r\n".join(out) + b"\r\n"
+
+
 def _csv_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink)
@@ -393,6 +445,16 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _entry_current(path: Path, entry: dict[str, Any]) -> bool:
+    """Whether ``path`` is still what the manifest ``entry`` recorded."""
+    if entry.get("symlink"):
+        return path.is_symlink() and str(path.readlink()) == entry["symlink"]
+    if path.is_symlink() or not path.is_file():
+        return False
+    stat = path.stat()
+    return stat.st_size == entry.get("bytes") and (not entry.get("hardlink") or stat.st_nlink > 1)
+
+
 def _current(inbox: Path, params: dict[str, Any]) -> list[Path] | None:
     data = _read_manifest(inbox / MANIFEST_NAME)
     if data is None or any(data.get(k) != v for k, v in params.items()):
@@ -400,10 +462,7 @@ def _current(inbox: Path, params: dict[str, Any]) -> list[Path] | None:
     paths = []
     for name, entry in data.get("files", {}).items():
         path = inbox / name
-        if entry.get("symlink"):
-            if not path.is_symlink() or str(path.readlink()) != entry["symlink"]:
-                return None
-        elif not path.is_file() or path.stat().st_size != entry.get("bytes"):
+        if not _entry_current(path, entry):
             return None
         paths.append(path)
     return paths
@@ -459,6 +518,8 @@ def write_etl_sources(
             files[name]["symlink"] = str(path.readlink())
         else:
             files[name]["bytes"] = path.stat().st_size
+            if path.stat().st_nlink > 1:
+                files[name]["hardlink"] = True
 
     next_id = 1
     for i in range(1, prof.binary_files + 1):
@@ -490,6 +551,10 @@ def write_etl_sources(
                 pq.write_table(table, tmp, compression="zstd")
         done(name, PROCESSED, count, "valid records exported by another system")
 
+    copy = inbox / "export_0001_copy.csv"
+    write_bytes_atomic(copy, (inbox / "export_0001.csv").read_bytes())
+    done(copy.name, DUPLICATE, None, MALFORMED[copy.name][1])
+
     makers = {
         "bad_truncated.bin": _bad_truncated,
         "bad_record_size.dat": _bad_record_size,
@@ -497,6 +562,8 @@ def write_etl_sources(
         "bad_timestamps.bin": _bad_timestamps,
         "bad_columns.csv": _bad_columns_csv,
         "bad_schema.parquet": _bad_schema_parquet,
+        "bad_pages.parquet": _bad_pages_parquet,
+        "bad_newlines.csv": _bad_newlines_csv,
     }
     for name, make in makers.items():
         records = generate_records(
@@ -524,6 +591,14 @@ def write_etl_sources(
         link.unlink()
     link.symlink_to(ESCAPE_TARGET)
     done("escape.csv", REJECTED, None, MALFORMED["escape.csv"][1])
+    hard = inbox / "escape_hardlink.csv"
+    hard.unlink(missing_ok=True)
+    try:
+        os.link(target, hard)
+    except OSError as exc:  # a file system without hard links: nothing to show
+        logger.warning("%s not created (%s): the hard-link case is skipped", hard, exc)
+    else:
+        done(hard.name, REJECTED, None, MALFORMED[hard.name][1])
 
     manifest = {**params, "records": next_id - 1, "files": dict(sorted(files.items()))}
     write_bytes_atomic(

@@ -10,11 +10,14 @@ class (:data:`TTL_BY_CLASS`, :func:`ttl_for`).
 Single flight: concurrent misses of one key compute once. In process, a per-key flight
 (an event the followers wait on); with Redis also a ``SET NX PX`` lock so that other
 processes wait for the value instead of computing it too. A Redis outage never fails a
-request: the cache logs a warning and computes.
+request nor holds it for long: commands time out after a fraction of a second, a circuit
+breaker (:mod:`bi_platform.serving.breaker`) stops asking a failing Redis, and an
+in-process cache stands in while it is open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,6 +35,11 @@ from typing import Any, Protocol, runtime_checkable
 import redis
 
 from bi_platform.retail.queries import CATALOG
+from bi_platform.serving.breaker import (
+    DEFAULT_REDIS_TIMEOUT,
+    CircuitBreaker,
+    redis_client_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +265,17 @@ class InProcessCache:
             self._entries.move_to_end(key)
             return value
 
+    def put(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (``ttl <= 0``: not stored);
+        not counted as a hit or a miss.
+
+        Args:
+            key: The cache key.
+            value: The bytes to keep.
+            ttl: Seconds to keep them.
+        """
+        self._put(key, value, ttl)
+
     def _put(self, key: str, value: bytes, ttl: float) -> None:
         if ttl <= 0:
             return
@@ -331,6 +350,18 @@ return 0
 """
 
 
+class _SkippedError(Exception):
+    """Redis is not to be used for the rest of this call (failed, or the breaker is open)."""
+
+
+@dataclass
+class _Trip:
+    """The Redis calls of one :meth:`RedisCache.get_or_compute`: after the first failure
+    the others are skipped, so one call waits for at most one Redis timeout."""
+
+    failed: bool = False
+
+
 class RedisCache:
     """A Redis-backed cache shared by every worker process.
 
@@ -338,8 +369,19 @@ class RedisCache:
     key is ``prefix + "lock:" + key`` (``SET NX PX lock_timeout``, released only by its
     owner). A process that finds the lock taken polls for the value until the owner
     stores it, the lock disappears (it then tries to take it) or ``lock_timeout``
-    passes (it then computes without the lock). Redis errors are logged (never the URL,
-    which may hold a password) and the value is computed uncached.
+    passes (it then computes without the lock).
+
+    Redis never holds a caller for long: every command is bounded by ``socket_timeout``
+    (connect timeout half of it, no retries: :func:`~bi_platform.serving.breaker.
+    redis_client_options`), one :meth:`get_or_compute` makes no further Redis call after
+    one failed, and every call goes through ``breaker`` (shared with the rate limiter by
+    the app). A failed call is logged (never the URL, which may hold a password) and the
+    value computed uncached; while the breaker is open Redis is not asked at all and an
+    in-process cache (``fallback_entries`` entries, TTL + LRU) stands in, also for
+    :meth:`peek`, so hits are served without I/O until Redis answers a probe again. The
+    stand-in keeps a copy of what this process read from or wrote to Redis (values are
+    immutable per key: the key holds the warehouse data_version), so it is warm when
+    Redis goes away -- no burst of recomputation on top of the outage.
     """
 
     enabled = True
@@ -351,20 +393,23 @@ class RedisCache:
         *,
         lock_timeout: float = 30.0,
         poll_interval: float = 0.005,
-        socket_timeout: float = 2.0,
+        socket_timeout: float = DEFAULT_REDIS_TIMEOUT,
+        breaker: CircuitBreaker | None = None,
+        fallback_entries: int = 2000,
     ) -> None:
         self.prefix = prefix
         self.lock_timeout = lock_timeout
         self.poll_interval = poll_interval
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
-        )
+        self.breaker = breaker if breaker is not None else CircuitBreaker("redis cache")
+        self._client = redis.Redis.from_url(url, **redis_client_options(socket_timeout))
         self._release = self._client.register_script(_RELEASE)
         self._flights = _SingleFlight()
+        self._local = InProcessCache(max_entries=fallback_entries)
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
         self._errors = 0
+        self._fallback = 0
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -374,25 +419,77 @@ class RedisCache:
         self._count("_errors")
         logger.warning("redis cache %s failed (%s); computing uncached", action, exc)
 
+    def _redis(self, trip: _Trip, action: str, call: Callable[[], Any]) -> Any:
+        """``call()`` (one Redis command) if this trip has not failed yet and the breaker
+        allows; its failure is reported to the breaker. Raises :class:`_SkippedError` when
+        Redis is not to be used (any more) by this trip."""
+        if trip.failed or not self.breaker.allow():
+            raise _SkippedError
+        try:
+            result = call()
+        except redis.RedisError as exc:
+            trip.failed = True
+            self.breaker.failure(exc)
+            self._error(action, exc)
+            raise _SkippedError from None
+        except BaseException:
+            self.breaker.abandon()
+            raise
+        self.breaker.success()
+        return result
+
+    def peek(self, key: str) -> bytes | None:
+        """While the breaker is open: the in-process stand-in's value of ``key`` (no I/O,
+        for the event loop). Otherwise ``None``: the caller takes :meth:`get_or_compute`,
+        which asks Redis.
+
+        Args:
+            key: A :func:`cache_key`.
+
+        Returns:
+            The cached bytes, or ``None``.
+        """
+        if not self.breaker.is_open():
+            return None
+        value = self._local.peek(key)
+        if value is not None:
+            self._count("_hits")
+            self._count("_fallback")
+        return value
+
+    def _from_fallback(
+        self, key: str, ttl: float, compute: Callable[[], bytes]
+    ) -> tuple[bytes, bool]:
+        value, hit = self._local.get_or_compute(key, ttl, compute)
+        self._count("_fallback")
+        self._count("_hits" if hit else "_misses")
+        return value, hit
+
     def get_or_compute(
         self, key: str, ttl: float, compute: Callable[[], bytes]
     ) -> tuple[bytes, bool]:
+        if self.breaker.is_open():
+            return self._from_fallback(key, ttl, compute)
         full = self.prefix + key
+        trip = _Trip()
         try:
-            value = self._client.get(full)
-        except redis.RedisError as exc:
-            self._error("read", exc)
+            value = self._redis(trip, "read", lambda: self._client.get(full))
+        except _SkippedError:
+            if not trip.failed:  # another caller holds the breaker's probe
+                return self._from_fallback(key, ttl, compute)
             fresh = _check_value(compute())
             self._count("_misses")
             return fresh, False
         if value is not None:
             self._count("_hits")
+            self._local.put(key, value, ttl)  # the stand-in stays warm
             return value, True
         result: dict[str, bool] = {}
 
         def leader() -> bytes:
-            value, computed = self._fill(full, ttl, compute)
+            value, computed = self._fill(full, ttl, compute, trip)
             result["computed"] = computed
+            self._local.put(key, value, ttl)
             return value
 
         value, led = self._flights.run(key, leader)
@@ -400,70 +497,105 @@ class RedisCache:
         self._count("_misses" if computed else "_hits")
         return value, not computed
 
-    def _fill(self, full: str, ttl: float, compute: Callable[[], bytes]) -> tuple[bytes, bool]:
+    def _fill(
+        self, full: str, ttl: float, compute: Callable[[], bytes], trip: _Trip
+    ) -> tuple[bytes, bool]:
         """``(value, computed)`` for a local miss: take the cross-process lock or wait
-        for whoever holds it."""
+        for whoever holds it; compute uncached as soon as Redis is skipped."""
         lock_key = self.prefix + "lock:" + full[len(self.prefix) :]
         token = secrets.token_hex(16)
+        locked = False
         deadline = time.monotonic() + self.lock_timeout
         interval = self.poll_interval
+        px = int(self.lock_timeout * 1000)
         try:
             while True:
-                if self._client.set(lock_key, token, nx=True, px=int(self.lock_timeout * 1000)):
+                if self._redis(
+                    trip, "lock", lambda: self._client.set(lock_key, token, nx=True, px=px)
+                ):
+                    locked = True
                     break
-                value = self._client.get(full)
+                value = self._redis(trip, "lock", lambda: self._client.get(full))
                 if value is not None:
                     return value, False
                 if time.monotonic() >= deadline:
                     logger.warning("redis cache lock wait timed out; computing anyway")
-                    token = ""
                     break
                 time.sleep(interval)
                 interval = min(interval * 1.5, 0.05)
-            if token:
-                value = self._client.get(full)  # stored just before we took the lock
-                if value is not None:
-                    self._release(keys=[lock_key], args=[token])
+            if locked:
+                value = self._redis(trip, "read", lambda: self._client.get(full))  # stored
+                if value is not None:  # just before we took the lock
+                    self._unlock(trip, lock_key, token)
                     return value, False
-        except redis.RedisError as exc:
-            self._error("lock", exc)
+        except _SkippedError:
+            if locked:
+                self._unlock(trip, lock_key, token)
             return _check_value(compute()), True
         try:
             fresh = _check_value(compute())
             if ttl > 0:
-                try:
-                    self._client.set(full, fresh, px=max(1, int(ttl * 1000)))
-                except redis.RedisError as exc:
-                    self._error("write", exc)
+                with contextlib.suppress(_SkippedError):
+                    self._redis(
+                        trip,
+                        "write",
+                        lambda: self._client.set(full, fresh, px=max(1, int(ttl * 1000))),
+                    )
             return fresh, True
         finally:
-            if token:
-                try:
-                    self._release(keys=[lock_key], args=[token])
-                except redis.RedisError as exc:
-                    self._error("unlock", exc)
+            if locked:
+                self._unlock(trip, lock_key, token)
+
+    def _unlock(self, trip: _Trip, lock_key: str, token: str) -> None:
+        with contextlib.suppress(_SkippedError):
+            self._redis(trip, "unlock", lambda: self._release(keys=[lock_key], args=[token]))
 
     def stats(self) -> dict[str, int]:
+        """Hits, misses, Redis errors, and the requests the in-process stand-in served
+        while the breaker was open (``fallback``)."""
         with self._lock:
-            return {"hits": self._hits, "misses": self._misses, "errors": self._errors}
+            return {
+                "hits": self._hits,
+                "misses": self._misses,
+                "errors": self._errors,
+                "fallback": self._fallback,
+            }
 
     def clear(self) -> None:
-        """Delete every key under this cache's prefix."""
+        """Delete every key under this cache's prefix (and the in-process stand-in)."""
+        self._local.clear()
         batch = list(self._client.scan_iter(match=self.prefix + "*", count=500))
         for start in range(0, len(batch), 500):
             self._client.delete(*batch[start : start + 500])
 
     def close(self) -> None:
+        self._local.close()
         self._client.close()
 
 
-def make_cache(*, enabled: bool, redis_url: str | None) -> QueryCache:
-    """:class:`NullCache` when disabled, :class:`RedisCache` when ``redis_url`` is set,
-    :class:`InProcessCache` otherwise."""
+def make_cache(
+    *,
+    enabled: bool,
+    redis_url: str | None,
+    breaker: CircuitBreaker | None = None,
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT,
+) -> QueryCache:
+    """The cache of the API.
+
+    Args:
+        enabled: False: a :class:`NullCache`.
+        redis_url: Set: a :class:`RedisCache` on it; unset: an :class:`InProcessCache`.
+        breaker: The Redis circuit breaker (shared with the rate limiter); a new one when
+            omitted.
+        redis_timeout: Seconds one Redis command may take.
+
+    Returns:
+        The cache.
+    """
     if not enabled:
         return NullCache()
     if redis_url:
         logger.info("query cache: redis")
-        return RedisCache(redis_url)
+        return RedisCache(redis_url, breaker=breaker, socket_timeout=redis_timeout)
     logger.info("query cache: in-process")
     return InProcessCache()

@@ -31,7 +31,15 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from bi_platform.retail.queries import CATALOG
 
-__all__ = ["LATENCY_BUCKETS", "METRIC_NAMES", "ServingMetrics", "multiprocess_mode", "query_label"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "METRIC_NAMES",
+    "STATUS_CLASSES",
+    "ServingMetrics",
+    "multiprocess_mode",
+    "query_label",
+    "status_class",
+]
 
 NAMESPACE = "bi_serving"
 
@@ -47,6 +55,8 @@ POOL_WAIT_BUCKETS = (
 #: Family names (as exposed, without the _total/_bucket suffixes).
 METRIC_NAMES = {
     "requests": f"{NAMESPACE}_requests",
+    "responses": f"{NAMESPACE}_responses",
+    "redis_breaker": f"{NAMESPACE}_redis_breaker_open",
     "latency": f"{NAMESPACE}_request_duration_seconds",
     "cache_hits": f"{NAMESPACE}_cache_hits",
     "cache_misses": f"{NAMESPACE}_cache_misses",
@@ -58,6 +68,20 @@ METRIC_NAMES = {
 #: Label of requests that name no catalog query (catalog, health, metrics routes).
 NO_QUERY = "none"
 UNKNOWN_QUERY = "unknown"
+#: Status classes of ``bi_serving_responses_total`` (every one exported from the start).
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+
+
+def status_class(status: int) -> str:
+    """The status class of an HTTP status.
+
+    Args:
+        status: The HTTP status code.
+
+    Returns:
+        ``"1xx"`` .. ``"5xx"`` (``"5xx"`` for anything outside 100-599).
+    """
+    return f"{status // 100}xx" if 100 <= status <= 599 else "5xx"
 
 
 def multiprocess_mode() -> bool:
@@ -86,6 +110,15 @@ class ServingMetrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self.responses = Counter(
+            "responses",
+            "API responses by HTTP status class (2xx, 3xx, 4xx, 5xx; all exported from 0).",
+            ["status"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        for cls in STATUS_CLASSES:  # the error-ratio series exist before the first error
+            self.responses.labels(status=cls)
         self.latency = Histogram(
             "request_duration_seconds",
             "API request latency by query, seconds.",
@@ -130,15 +163,43 @@ class ServingMetrics:
             registry=reg,
             multiprocess_mode="livemax",
         )
+        self.redis_breaker = Gauge(
+            "redis_breaker_open",
+            "1 while the Redis circuit breaker is open or half-open (Redis skipped), else 0.",
+            namespace=NAMESPACE,
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.redis_breaker.set(0)
         self._version_lock = threading.Lock()
         self._version: str | None = None
 
     # -- recording -------------------------------------------------------------------
     def observe_request(self, query: str | None, status: int, seconds: float) -> None:
-        """One finished request: its count by status and its latency."""
-        label = query_label(query)
-        self.requests.labels(query=label, status=str(int(status))).inc()
+        """One finished request: its count by status and status class, and its latency."""
+        self.record_response(query_label(query), status, seconds)
+
+    def record_response(self, label: str, status: int, seconds: float) -> None:
+        """One finished request under ``label`` as given (the caller bounds it, e.g. a
+        route name): its count by status and status class, and its latency.
+
+        Args:
+            label: The ``query`` label (a catalog name or a fixed route word).
+            status: The HTTP status.
+            seconds: The request's duration.
+        """
+        status = int(status)
+        self.requests.labels(query=label, status=str(status)).inc()
+        self.responses.labels(status=status_class(status)).inc()
         self.latency.labels(query=label).observe(max(0.0, seconds))
+
+    def set_redis_breaker(self, state: str) -> None:
+        """Record the Redis circuit breaker's state (``"closed"``: 0, otherwise 1).
+
+        Args:
+            state: The breaker's new state.
+        """
+        self.redis_breaker.set(0 if state == "closed" else 1)
 
     def record_cache(self, query: str, hit: bool) -> None:
         (self.cache_hits if hit else self.cache_misses).labels(query=query_label(query)).inc()

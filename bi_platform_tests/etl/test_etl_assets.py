@@ -37,7 +37,14 @@ from bi_platform.etl.inbox import split_partition_key
 from bi_platform.etl.resources import EtlResource
 from bi_platform.etl.security import FORMULA_PREFIXES, AuditLog
 from bi_platform.sample_data.etl import DEAD_LETTER as EXPECT_DEAD_LETTER
-from bi_platform.sample_data.etl import PROCESSED, REJECTED, read_manifest, write_etl_sources
+from bi_platform.sample_data.etl import (
+    DUPLICATE,
+    PROCESSED,
+    REJECTED,
+    REJECTED_FILE,
+    read_manifest,
+    write_etl_sources,
+)
 
 MAX_FILE_MB = "2"
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -84,6 +91,15 @@ class Pipeline:
     def key_of(self, name: str) -> str:
         return next(k for k in self.registration.current if split_partition_key(k)[0] == name)
 
+    @property
+    def parsed(self) -> set[str]:
+        """Files whose records count (processed, some dead-lettered)."""
+        return self.expect(PROCESSED) | self.expect(EXPECT_DEAD_LETTER)
+
+    @property
+    def accepted(self) -> set[str]:
+        return self.parsed | self.expect(REJECTED_FILE) | self.expect(DUPLICATE)
+
 
 @pytest.fixture(scope="module")
 def pipeline(etl_home: Path) -> Pipeline:
@@ -103,39 +119,58 @@ def pipeline(etl_home: Path) -> Pipeline:
 def test_unsafe_files_are_rejected_and_audited_once(pipeline: Pipeline) -> None:
     rejected = dict(pipeline.registration.rejected)
     assert set(rejected) == pipeline.expect(REJECTED)
-    assert "outside the inbox" in rejected["escape.csv"]
+    assert "symbolic link" in rejected["escape.csv"]
+    assert "hard link" in rejected["escape_hardlink.csv"]
     assert "exceeds the limit" in rejected["bad_oversize.bin"]
     assert "empty file" in rejected["bad_empty.bin"]
     assert "unsupported file type" in rejected["bad_format.txt"]
     etl = EtlResource()
     register_inbox_partitions(pipeline.instance, etl.inbox_dir, etl.max_bytes)  # again
     entries = AuditLog(pipeline.etl_dir / "audit.jsonl").entries()
-    audited = [e["name"] for e in entries if e["result"] == "rejected"]
-    assert sorted(audited) == sorted(rejected)  # once each, not on every scan
-    processed = {e["name"] for e in entries if e["result"] == "processed"}
-    assert processed == pipeline.expect(PROCESSED) | pipeline.expect(EXPECT_DEAD_LETTER)
+    refused = [e["name"] for e in entries if e["result"] == "rejected" and e["sha256"] is None]
+    assert sorted(refused) == sorted(rejected)  # once each, not on every scan
+    by_result = {
+        result: {e["name"] for e in entries if e["result"] == result and e["sha256"]}
+        for result in ("processed", "duplicate", "rejected")
+    }
+    assert by_result == {
+        "processed": pipeline.parsed,
+        "duplicate": pipeline.expect(DUPLICATE),
+        "rejected": pipeline.expect(REJECTED_FILE),  # read, then rejected as a whole
+    }
     assert all(len(e["sha256"] or "") == 64 for e in entries if e["result"] == "processed")
+    secret = (pipeline.etl_dir / "outside_inbox" / "escape_target.csv").read_bytes()
+    for output in (*pipeline.etl_dir.glob("records/*"), *pipeline.etl_dir.glob("dead_letter/*")):
+        assert b"Segredo" not in output.read_bytes(), output  # the outside file never read
+        assert secret.hex().encode() not in output.read_bytes(), output
 
 
 def test_every_accepted_file_runs_and_reconciles(pipeline: Pipeline) -> None:
-    accepted = pipeline.expect(PROCESSED) | pipeline.expect(EXPECT_DEAD_LETTER)
-    assert {split_partition_key(k)[0] for k in pipeline.file_runs} == accepted
+    """Every accepted file's run succeeds, rejected and duplicate files included: one bad
+    file never fails another; ``file_accepted`` warns exactly for the rejected ones."""
+    assert {split_partition_key(k)[0] for k in pipeline.file_runs} == pipeline.accepted
     for key, result in pipeline.file_runs.items():
+        name = split_partition_key(key)[0]
         assert result.success, key
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
         assert checks["records_reconcile"].passed, key
+        assert checks["file_accepted"].passed == (name not in pipeline.expect(REJECTED_FILE))
         meta = checks["records_reconcile"].metadata
         counts = meta["per_file"].value[key]
-        assert counts[0] == counts[1] + counts[2] > 0, key
         summary = json.loads((pipeline.etl_dir / "records" / f"{key}.json").read_text())
         assert counts == [summary["records_in"], summary["records_out"], summary["dead_letter"]]
+        if summary["parsed"]:
+            assert counts[0] == counts[1] + counts[2] > 0, key
+        else:  # a duplicate or an unreadable file loads nothing
+            assert counts == [0, 0, 0], key
         rate_ok = checks["dead_letter_rate"].passed
         assert rate_ok == (summary["dead_letter"] <= 0.05 * summary["records_in"]), key
+    assert pending_partitions(pipeline.instance, pipeline.registration.current) == []
 
 
 def test_good_files_load_fully_bad_ones_dead_letter_with_reasons(pipeline: Pipeline) -> None:
     reasons = {}
-    for name in pipeline.expect(PROCESSED) | pipeline.expect(EXPECT_DEAD_LETTER):
+    for name in pipeline.parsed:
         key = pipeline.key_of(name)
         summary = json.loads((pipeline.etl_dir / "records" / f"{key}.json").read_text())
         reasons[name] = summary["dead_letter_reasons"]
@@ -157,11 +192,37 @@ def test_good_files_load_fully_bad_ones_dead_letter_with_reasons(pipeline: Pipel
         "out_of_range",
         "timestamp_out_of_range",
     }
-    assert "truncated_record" in reasons["bad_record_size.dat"]
-    # what passes from the wrong-size file are real records that happened to align
+    assert set(reasons["bad_newlines.csv"]) == {
+        "bare_cr",
+        "unclosed_quote",
+        "malformed_row",
+        "invalid_utf8",
+    }
+
+
+def test_misaligned_and_corrupt_files_are_rejected_with_their_reason(pipeline: Pipeline) -> None:
+    """The wrong-size file: none of its records accepted (not even those that decode to
+    plausible values by chance), all dead-lettered; the Parquet file with corrupt pages:
+    rejected as unreadable instead of failing its run."""
+    summaries = {
+        name: json.loads(
+            (pipeline.etl_dir / "records" / f"{pipeline.key_of(name)}.json").read_text()
+        )
+        for name in pipeline.expect(REJECTED_FILE)
+    }
+    misaligned = summaries["bad_record_size.dat"]
+    assert misaligned["outcome"] == "rejected" and misaligned["reason"].startswith("misaligned")
+    assert misaligned["records_out"] == 0
+    assert misaligned["dead_letter"] == misaligned["records_in"] == -(-30_000 // 56)
     key = pipeline.key_of("bad_record_size.dat")
-    survivors = pq.read_table(pipeline.etl_dir / "records" / f"{key}.parquet")
-    assert max(survivors.column("quantity").to_pylist(), default=0) <= 50
+    assert pq.read_metadata(pipeline.etl_dir / "records" / f"{key}.parquet").num_rows == 0
+    pages = summaries["bad_pages.parquet"]
+    assert pages["outcome"] == "rejected" and pages["parsed"] is False
+    assert "corrupt Parquet data" in pages["reason"]
+    run = pipeline.file_runs[pipeline.key_of("bad_pages.parquet")]
+    (event,) = [e for e in run.get_asset_materialization_events() if e.asset_key == RECORDS]
+    meta = event.materialization.metadata
+    assert meta["outcome"].value == "rejected" and "corrupt" in meta["reason"].value
 
 
 def test_outputs_dead_letter_csv_and_metadata(pipeline: Pipeline) -> None:
@@ -197,7 +258,7 @@ def test_estimates_and_report_with_backup(pipeline: Pipeline) -> None:
     first, second = pipeline.report_runs
     assert first.success and second.success
     files, superseded = processed_files(pipeline.instance, EtlResource())
-    assert len(files) == len(pipeline.file_runs) and superseded == []
+    assert {f.name for f in files} == pipeline.parsed and superseded == []
     estimates = first.asset_materializations_for_node("etl__etl_sample_estimates")[0].metadata
     assert estimates["population"].value == sum(f.records_out for f in files)
     for column in ("quantity", "value"):
@@ -211,6 +272,18 @@ def test_estimates_and_report_with_backup(pipeline: Pipeline) -> None:
     data = json.loads((pipeline.etl_dir / "report" / "report.json").read_text())
     assert len(data["files"]) == len(files)
     assert data["dead_letter_reasons"]["invalid_utf8"] > 0
+    rejected = {r["name"]: r for r in data["rejected"]}
+    assert set(rejected) == pipeline.expect(REJECTED) | pipeline.expect(REJECTED_FILE)
+    assert rejected["bad_record_size.dat"]["stage"] == "parse"
+    assert rejected["escape_hardlink.csv"]["stage"] == "inbox"
+    assert all(r["reason"] for r in rejected.values())
+    (duplicate,) = data["duplicates"]
+    assert duplicate["name"] == "export_0001_copy.csv"
+    assert duplicate["duplicate_of"] == pipeline.key_of("export_0001.csv")
+    for name in ("bad_pages.parquet", "export_0001_copy.csv", "Rejected files", "Duplicates"):
+        assert name in html
+    estimates = estimates["estimates"].value
+    assert estimates["value"]["exact"] == int(estimates["value"]["exact"])
     header = (pipeline.etl_dir / "report" / "estimates.csv").read_text().splitlines()[0]
     assert header.startswith("column,estimate,standard_error,ci_low,ci_high")
     backups = sorted((pipeline.etl_dir / "backup").iterdir())
@@ -238,6 +311,7 @@ def test_the_report_refreshes_when_the_files_that_count_change(pipeline: Pipelin
     assert {e.check_name for e in run.get_asset_check_evaluations()} == {
         "records_reconcile",
         "dead_letter_rate",
+        "file_accepted",
     }
     (request,) = tick().run_requests
     assert request.run_key.startswith("files:")

@@ -3,6 +3,8 @@ partition keys (Dagster-safe, stable for identical content, new for changed cont
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -19,10 +21,14 @@ from bi_platform.etl.inbox import (
     scan_inbox,
     split_partition_key,
 )
-from bi_platform.etl.security import UnsafeInputError, sha256_file
+from bi_platform.etl.security import UnsafeInputError
 
 SHA = "0123456789abcdef" * 4
 MB = 2**20
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -80,8 +86,9 @@ def test_scan_rejects_with_reasons(inbox: Path, tmp_path: Path) -> None:
     outside = tmp_path / "secret.csv"
     outside.write_text("id\n1\n")
     (inbox / "escape.csv").symlink_to(outside)
-    (inbox / "inside_link.bin").symlink_to("a.bin")  # resolves inside: accepted
+    (inbox / "inside_link.bin").symlink_to("a.bin")  # a link, even inside: refused
     (inbox / "dangling.bin").symlink_to(tmp_path / "missing.bin")
+    os.link(outside, inbox / "hard.csv")  # a plain name for an outside file
     big = inbox / "big.bin"
     with big.open("wb") as f:
         f.truncate(MB + 1)  # sparse
@@ -97,20 +104,21 @@ def test_scan_rejects_with_reasons(inbox: Path, tmp_path: Path) -> None:
 
     accepted, rejected = scan_inbox(inbox, MB)
     reasons = dict(rejected)
-    assert [f.name for f in accepted] == ["a.bin", "b.csv", "c.parquet", "inside_link.bin"]
-    assert accepted[3].sha256 == accepted[0].sha256
+    assert [f.name for f in accepted] == ["a.bin", "b.csv", "c.parquet"]
     assert sorted(reasons) == [
         "bad name.csv", "big.bin", "dangling.bin", "empty.bin", "escape.csv", "fake.parquet",
-        "notes.txt", "sub.csv",
+        "hard.csv", "inside_link.bin", "notes.txt", "sub.csv",
     ]  # fmt: skip
-    assert "outside the inbox" in reasons["escape.csv"]
+    assert "symbolic link" in reasons["escape.csv"]
+    assert "symbolic link" in reasons["inside_link.bin"]
+    assert "hard link" in reasons["hard.csv"]
     assert "exceeds the limit" in reasons["big.bin"]
     assert "empty file" in reasons["empty.bin"]
     assert "unsupported file type '.txt'" in reasons["notes.txt"]
     assert "not a readable Parquet file" in reasons["fake.parquet"]
     assert "directory" in reasons["sub.csv"]
     assert "unsupported file name" in reasons["bad name.csv"]
-    assert "cannot be resolved" in reasons["dangling.bin"]
+    assert "symbolic link" in reasons["dangling.bin"]
     assert big.stat().st_blocks * 512 < MB  # never read, still sparse
 
 
@@ -139,10 +147,31 @@ def test_identical_redrop_same_key_changed_file_new_key(inbox: Path) -> None:
 def test_known_hashes_skip_rehashing_unchanged_files(inbox: Path) -> None:
     accepted, _ = scan_inbox(inbox, MB)
     known = hash_cache(accepted)
+    assert set(known["a.bin"]) == {"dev", "ino", "size", "mtime_ns", "ctime_ns", "sha256"}
     known["a.bin"]["sha256"] = "f" * 64  # what a cached digest would be trusted for
     cached = {f.name: f.sha256 for f in scan_inbox(inbox, MB, known=known)[0]}
     assert cached["a.bin"] == "f" * 64
+    # same size and the old mtime restored: the status-change time still moved
     stat = (inbox / "a.bin").stat()
-    os.utime(inbox / "a.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    (inbox / "a.bin").write_bytes(b"\x09" * 56)
+    os.utime(inbox / "a.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     rehashed = {f.name: f.sha256 for f in scan_inbox(inbox, MB, known=known)[0]}
     assert rehashed["a.bin"] == sha256_file(inbox / "a.bin")
+    # a cache of the old shape (size and mtime only) is never trusted
+    old = {"a.bin": {"size": 56, "mtime_ns": stat.st_mtime_ns, "sha256": "f" * 64}}
+    assert scan_inbox(inbox, MB, known=old)[0][0].sha256 == sha256_file(inbox / "a.bin")
+
+
+def test_the_shared_hash_cache_file(inbox: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "state" / "hashes.json"
+    first, _ = scan_inbox(inbox, MB, cache_path=cache)
+    saved = json.loads(cache.read_text())
+    assert {name: entry["sha256"] for name, entry in saved.items()} == {
+        f.name: f.sha256 for f in first
+    }
+    saved["b.csv"]["sha256"] = "e" * 64
+    cache.write_text(json.dumps(saved))
+    again = {f.name: f.sha256 for f in scan_inbox(inbox, MB, cache_path=cache)[0]}
+    assert again["b.csv"] == "e" * 64  # same identity: the cached hash is used
+    cache.write_text("not json")
+    assert scan_inbox(inbox, MB, cache_path=cache)[0] == first  # unreadable: ignored

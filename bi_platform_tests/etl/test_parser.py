@@ -3,6 +3,7 @@ dead letters with their reasons, and records in == records out + dead letters.""
 
 import json
 import logging
+import os
 import random
 import re
 import struct
@@ -18,6 +19,7 @@ from bi_platform.etl.parser import (
     DEAD_LETTER_SCHEMA,
     REASONS,
     EtlInputError,
+    EtlOutputError,
     ParseOptions,
     ParseResult,
     detect_format,
@@ -198,12 +200,29 @@ def test_empty_and_tiny_files(tmp_path: Path) -> None:
     assert dead.column("reason").to_pylist() == ["truncated_record"]
 
 
-def test_wrong_record_size_still_reconciles(tmp_path: Path) -> None:
+def test_a_misaligned_file_is_rejected_with_every_record_dead_lettered(tmp_path: Path) -> None:
+    """60-byte records read with the 56-byte layout: a few windows decode to plausible
+    records by chance; none is accepted, the file is rejected with the reason."""
     source = tmp_path / "wrong.bin"
-    source.write_bytes(pack(rows(100), "<IQIq36s"))  # 60-byte records
-    result, _, _ = run(tmp_path, source, options())
-    assert result.records_in == -(-6_000 // 56)
-    assert result.dead_letter > 50
+    source.write_bytes(pack(rows(100), "<IQIq36s"))
+    result, records, dead = run(tmp_path, source, options(chunk_bytes=56 * 30))
+    assert result.records_in == -(-6_000 // 56) == result.dead_letter
+    assert result.records_out == records.num_rows == 0
+    assert result.rejected_reason is not None
+    assert result.rejected_reason.startswith("misaligned: ")
+    assert "not a multiple of the 56-byte record" in result.rejected_reason
+    assert result.dead_letter_reasons == {"misaligned": 107, "truncated_record": 1}
+    first = dead.to_pylist()[1]
+    assert (first["row_number"], first["byte_offset"]) == (1, 56)
+    assert first["raw_hex"] == source.read_bytes()[56:112].hex()
+    # a size that is a multiple of the record: misaligned all the same (14 x 60 = 15 x 56)
+    source.write_bytes(pack(rows(14), "<IQIq36s"))
+    result, _, _ = run(tmp_path, source, options(), "multiple")
+    assert result.records_in == 15 and result.rejected_reason is not None
+    # few bad records in a truncated file: not misaligned, the tail alone dead-lettered
+    source.write_bytes(pack(rows(20)) + b"\x01\x02")
+    result, _, _ = run(tmp_path, source, options(), "truncated")
+    assert result.rejected_reason is None and result.dead_letter == 1
 
 
 def test_big_endian_and_float_layouts(tmp_path: Path) -> None:
@@ -312,7 +331,11 @@ def test_csv_malformed_rows_and_bad_values_are_dead_lettered(tmp_path: Path) -> 
     assert raw[3] == f"2,{T0},2".encode()
     assert raw[5] == f"4,{T0},12x,100,Leite".encode()
     assert raw[14] == f"13,{T0},1,100,".encode() + b"Caf\xe9"
-    assert all(d["byte_offset"] is None for d in dead.to_pylist())
+    text = source.read_bytes()
+    for entry in dead.to_pylist():  # the byte offset of each line in the file
+        line = bytes.fromhex(entry["raw_hex"])
+        assert text[entry["byte_offset"] : entry["byte_offset"] + len(line)] == line
+    assert [d["row_number"] for d in dead.to_pylist()] == sorted(raw)  # in file order
 
 
 def test_csv_header_spaces_bom_and_blank_lines(tmp_path: Path) -> None:
@@ -329,10 +352,10 @@ def test_csv_header_spaces_bom_and_blank_lines(tmp_path: Path) -> None:
     )
     _, records, dead = run(tmp_path, source, options())
     assert records.column("id").to_pylist() == [1, 4]
-    # row numbers are pyarrow's: the header is row 1 and blank lines do not count
+    # row numbers are the file's line numbers: the header is line 1, blank lines count
     assert [(d["row_number"], d["reason"]) for d in dead.to_pylist()] == [
-        (3, "bad_number"),
-        (4, "malformed_row"),
+        (4, "bad_number"),
+        (5, "malformed_row"),
     ]
 
 
@@ -403,6 +426,54 @@ def test_parquet_with_the_wrong_schema_dead_letters_every_row(tmp_path: Path) ->
     assert (result.records_in, result.dead_letter) == (n, n)
     assert result.dead_letter_reasons == {"bad_type": n}
     assert set(dead.column("field").to_pylist()) == {"value"}
+
+
+def test_corrupt_parquet_pages_raise_etl_input_error(tmp_path: Path) -> None:
+    table = pa.table({"id": pa.array(range(1_000), pa.uint32()), "product": ["x"] * 1_000})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = bytearray(sink.getvalue().to_pybytes())
+    chunk = pq.read_metadata(pa.BufferReader(bytes(data))).row_group(0).column(0)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data[start : start + 16] = b"\xff" * 16
+    broken = tmp_path / "pages.parquet"
+    broken.write_bytes(bytes(data))
+    pq.read_metadata(broken)  # the footer reads
+    with pytest.raises(EtlInputError, match=r"pages\.parquet: corrupt Parquet data"):
+        parse_file(broken, tmp_path / "o" / "r.parquet", tmp_path / "o" / "d.parquet", options())
+    assert not (tmp_path / "o" / "r.parquet").exists()
+
+
+def test_the_parse_reads_only_the_descriptor_it_is_given(tmp_path: Path) -> None:
+    """The name is only used for the format: the bytes come from ``fd``, in this process
+    and in the worker processes (which map it through /proc, not through the name)."""
+    data = rows(600, seed=5)
+    source = tmp_path / "sales.bin"
+    source.write_bytes(pack(data))
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        source.unlink()
+        source.write_bytes(pack(rows(3, seed=9)))  # another file under the name now
+        for workers in (1, 2):
+            result = parse_file(
+                source,
+                tmp_path / f"w{workers}" / "r.parquet",
+                tmp_path / f"w{workers}" / "d.parquet",
+                options(chunk_bytes=56 * 50, workers=workers),
+                fd=fd,
+            )
+            assert result.records_out == 600
+            assert as_tuples(read(result.records_path)) == data
+    finally:
+        os.close(fd)
+
+
+def test_an_output_that_cannot_be_written_is_not_an_input_error(tmp_path: Path) -> None:
+    source = tmp_path / "sales.bin"
+    source.write_bytes(pack(rows(5)))
+    (tmp_path / "blocked").write_text("a file where the output directory should be")
+    with pytest.raises(EtlOutputError):
+        parse_file(source, tmp_path / "blocked" / "r.parquet", tmp_path / "d.parquet", options())
 
 
 def test_unusable_files_raise_etl_input_error(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ import pytest
 
 from bi_platform.etl.estimation import stratified_estimate
 from bi_platform.etl.report import (
+    _money,
+    interval_chart,
     list_backups,
     publish_report,
     render_report,
@@ -108,7 +110,22 @@ def realistic_context(records: pl.DataFrame | None = None) -> dict[str, Any]:
         },
         "timings": {"parse": 1.84, "sample estimate": estimate.seconds, "render": 0.05},
         "system": system_profile(),
-        "rejected": [{"name": "escape_link.bin", "reason": "symlink resolves outside the inbox"}],
+        "rejected": [
+            {"name": "escape_link.bin", "reason": "symlink resolves outside the inbox"},
+            {
+                "name": "pages.parquet",
+                "reason": "unreadable: corrupt Parquet data",
+                "stage": "parse",
+                "sha256": "ab" * 32,
+            },
+        ],
+        "duplicates": [
+            {
+                "name": "copy.bin",
+                "key": "copy.bin@0123456789abcdef",
+                "duplicate_of": "sales_2024_01.bin@0123456789abcdef",
+            }
+        ],
     }
 
 
@@ -203,6 +220,7 @@ def test_every_user_controlled_value_is_escaped(context: dict[str, Any]) -> None
         "config": {"inbox": "</style><script>alert(4)</script>", evil: "x"},
         "timings": {evil: 1.0},
         "rejected": [("<iframe src=javascript:alert(5)>", evil)],
+        "duplicates": [{"name": evil, "key": "k", "duplicate_of": evil}],
     }
     assert {p for p, _ in hostile["top_products"]} >= set(HOSTILE_PRODUCTS)
     html = render_report(hostile)
@@ -220,6 +238,47 @@ def test_every_user_controlled_value_is_escaped(context: dict[str, Any]) -> None
     assert "&#34;" in html or "&quot;" in html
 
 
+def test_rejected_files_duplicates_and_the_real_sample_are_shown(
+    context: dict[str, Any],
+) -> None:
+    html = render_report(context)
+    text = " ".join(parse(html).text)
+    assert "Rejected files" in text and "Duplicates" in text
+    assert "unreadable: corrupt Parquet data" in text and "pages.parquet" in text
+    assert "copy.bin" in text and "sales_2024_01.bin@0123456789abcdef" in text
+    for stage in ("inbox", "read"):
+        assert f'<span class="badge bad">{stage}</span>' in html
+    estimates = context["estimates"]
+    assert f"{estimates['sample_fraction'] * 100:.3g}% of the records" in text
+    assert "configured fraction" in text and "2%" in text
+    assert f"Sample size: {estimates['size_reason']}." in text
+    assert "1 duplicate(s)" in text and "2 rejected" in text
+
+
+def test_every_chart_is_in_one_unit() -> None:
+    """The value's interval chart: ticks in currency units, like its labels (it is stored
+    in cents); quantity in units."""
+    cents = {"estimate": 73_000_000_00, "ci_low": 70_000_000_00, "ci_high": 76_000_000_00}
+    chart = interval_chart({**cents, "exact": 73_500_000_00}, _money, 100.0)
+    ticks = [t["label"] for t in chart["ticks"]]
+    assert all(t.endswith("M") for t in ticks)
+    assert 65 < float(ticks[0][:-1]) < 75 and 75 < float(ticks[-1][:-1]) < 85  # millions
+    assert chart["estimate_label"] == "73,000,000.00"
+    html = render_report(realistic_context())
+    assert "axis and figures in currency units" in html
+    assert "axis and figures in units" in html
+    assert "in currency units (value is stored in cents)" in html
+    assert "(number of records; files that count)" in html
+
+
+def test_money_is_exact_for_any_integer() -> None:
+    assert _money(2**64) == "184,467,440,737,095,516.16"
+    assert _money(-105) == "-1.05"
+    assert _money(7) == "0.07"
+    assert _money(1234.5) == "12.35" or _money(1234.5) == "12.34"  # float cents: rounded
+    assert _money(None) == "—"
+
+
 def test_render_without_data_says_so() -> None:
     html = render_report({"system": {"cores_logical": 2, "gpu": None}})
     text = " ".join(parse(html).text)
@@ -227,6 +286,7 @@ def test_render_without_data_says_so() -> None:
     assert "No dead-letter entries" in text
     assert "No estimate in this run." in text
     assert "No file processed." in text
+    assert "No file rejected." in text
     assert "none" in text  # the GPU
     assert_no_active_content(html)
 
@@ -241,6 +301,8 @@ def test_top_products_sums_value_and_breaks_ties_by_name() -> None:
     assert top_products(records, 3) == [("a", 10.0), ("b", 10.0), ("c", 10.0)]
     assert top_products(records, 10)[-1] == ("d", 1.0)
     assert top_products(records.filter(pl.col("value") < 0)) == []
+    huge = pl.LazyFrame({"product": ["x"] * 4, "value": pl.Series([2**62] * 4, dtype=pl.Int64)})
+    assert top_products(huge) == [("x", 2**64)]  # exact: no int64 wrap
 
 
 def test_system_profile_reports_the_machine() -> None:

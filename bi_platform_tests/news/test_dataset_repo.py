@@ -521,9 +521,13 @@ def test_local_crash_before_head_swap_leaves_head_intact(
 def test_local_crash_after_head_swap_is_repaired(
     local_repo: LocalDatasetRepo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    local_repo.commit({"2024-11": month_table("2024-11", 3)}, message="a")
+    first = local_repo.commit({"2024-11": month_table("2024-11", 3)}, message="a")
+    assert local_repo.published_differences() == []
+    original = local_repo._sync_worktree
 
-    def crash(revision: str) -> None:
+    def crash(revision: str) -> list[str]:
+        if revision == first.revision:  # the heal before the commit: nothing to do
+            return original(revision)
         raise RuntimeError("crash while updating the working copy")
 
     monkeypatch.setattr(local_repo, "_sync_worktree", crash)
@@ -534,9 +538,44 @@ def test_local_crash_after_head_swap_is_repaired(
     reopened = LocalDatasetRepo(local_repo.root)
     assert reopened.list_shards() == ["2024-11", "2024-12"]  # the commit point was passed
     assert not (local_repo.root / "data" / "2024-12.parquet").exists()  # stale working copy
+    # what users read is not HEAD: said file by file (the card too: its coverage changed)
+    diffs = {d.path: d.problem for d in reopened.published_differences()}
+    assert set(diffs) == {"README.md", "data/2024-12.parquet"}
+    assert "missing from the working copy" in diffs["data/2024-12.parquet"]
+    assert reopened.published().data_files == ("data/2024-11.parquet",)
+
+    assert sorted(reopened.sync_working_copy()) == ["README.md", "data/2024-12.parquet"]
+    assert reopened.published_differences() == []
+    assert reopened.sync_working_copy() == []  # idempotent
     reopened.commit({"2025-01": month_table("2025-01", 1)}, message="c")
     names = sorted(p.name for p in (local_repo.root / "data").iterdir())
     assert names == ["2024-11.parquet", "2024-12.parquet", "2025-01.parquet"]
+
+
+def test_local_commit_heals_a_tampered_working_copy(local_repo: LocalDatasetRepo) -> None:
+    local_repo.commit(
+        {"2024-11": month_table("2024-11", 3), "2024-12": month_table("2024-12", 2)}, message="a"
+    )
+    root = local_repo.root
+    (root / "data" / "2024-11.parquet").unlink()
+    pq.write_table(month_table("2024-12", 1, 90), root / "data" / "2024-12.parquet.new")
+    (root / "data" / "2024-12.parquet").unlink()
+    (root / "data" / "2024-12.parquet.new").rename(root / "data" / "2024-12.parquet")
+    pq.write_table(month_table("2025-01", 1), root / "data" / "stray.parquet")
+
+    diffs = {d.path: d.problem for d in local_repo.published_differences()}
+    assert set(diffs) == {"data/2024-11.parquet", "data/2024-12.parquet", "data/stray.parquet"}
+    assert "content differs" in diffs["data/2024-12.parquet"]
+    assert "not in HEAD" in diffs["data/stray.parquet"]
+    assert [d.month for d in local_repo.published_differences()] == ["2024-11", "2024-12", None]
+
+    local_repo.commit({"2025-02": month_table("2025-02", 1)}, message="b")  # heals first
+    assert local_repo.published_differences() == []
+    assert local_repo.published().data_files == (
+        "data/2024-11.parquet",
+        "data/2024-12.parquet",
+        "data/2025-02.parquet",
+    )
 
 
 def test_local_gc_keeps_recent_revisions(local_repo: LocalDatasetRepo) -> None:
@@ -650,3 +689,163 @@ def test_hub_refuses_to_read_a_legacy_iso_string_shard(
     assert hub_repo.list_shards() == ["2024-11", "2024-12"]
     with pytest.raises(SchemaError, match="ISO-string"):
         hub_repo.read_shard("2024-12")
+
+
+# -- what users read, verify before the commit, checkout (both backends) ------------------------
+def test_commit_verify_sees_the_staged_files_and_can_refuse(repo: DatasetRepo) -> None:
+    first = repo.commit({"2024-11": month_table("2024-11", 3)}, message="first")
+    seen: dict[str, int] = {}
+
+    def refuse(staged: Mapping[str, Path]) -> None:
+        seen.update({m: pq.read_metadata(p).num_rows for m, p in staged.items()})
+        raise RuntimeError("not this one")
+
+    with pytest.raises(RuntimeError, match="not this one"):
+        repo.commit(
+            {"2024-11": month_table("2024-11", 4, 10), "2024-12": month_table("2024-12", 2)},
+            message="refused",
+            verify=refuse,
+        )
+    assert seen == {"2024-11": 4, "2024-12": 2}  # the exact files about to be committed
+    assert repo.head() == first.revision and repo.list_shards() == ["2024-11"]
+    assert repo.log()[0].revision == first.revision
+    assert repo.published_differences() == []
+
+    accepted = repo.commit(
+        {"2024-12": month_table("2024-12", 2)}, message="ok", verify=lambda staged: None
+    )
+    assert repo.head() == accepted.revision and repo.list_shards() == ["2024-11", "2024-12"]
+
+
+def test_published_files_resolve_the_card_and_checkout_writes_any_revision(
+    repo: DatasetRepo, tmp_path: Path
+) -> None:
+    assert repo.published().data_files == () and repo.published_differences() == []
+    with pytest.raises(RevisionNotFoundError):
+        repo.resolve_revision()
+    first = repo.commit(
+        {"2024-11": month_table("2024-11", 3), "2024-12": month_table("2024-12", 2)},
+        message="a",
+    )
+    second = repo.commit(
+        {"2024-12": month_table("2024-12", 4, 20)}, delete=["2024-11"], message="b"
+    )
+
+    published = repo.published()
+    assert published.revision == second.revision
+    assert published.patterns == ("data/*.parquet",) and published.problems == ()
+    assert published.data_files == ("data/2024-12.parquet",)
+    assert published.by_key() == {"2024-12": "data/2024-12.parquet"}
+    assert pq.read_metadata(published.path("data/2024-12.parquet")).num_rows == 4
+    assert published.card is not None and published.card.startswith("---\n")
+    assert repo.published_differences() == []
+
+    assert repo.resolve_revision() == repo.resolve_revision("main") == second.revision
+    assert repo.resolve_revision(first.revision) == first.revision
+    assert {"README.md", "data/2024-11.parquet", "data/2024-12.parquet"} <= set(
+        repo.list_files(first.revision)
+    )
+    with pytest.raises(dr.RepoFileNotFoundError):
+        repo.download_file("data/2024-11.parquet", second.revision)
+
+    out = repo.checkout(tmp_path / "old", first.revision)
+    assert out.revision == first.revision and out.directory == tmp_path / "old"
+    names = sorted(
+        p.relative_to(out.directory).as_posix() for p in out.directory.rglob("*") if p.is_file()
+    )
+    assert [n for n in names if not n.startswith(".")] == [
+        "README.md",
+        "data/2024-11.parquet",
+        "data/2024-12.parquet",
+    ]
+    assert list(out.files) == sorted(names)
+    old = pq.ParquetFile(out.directory / "data" / "2024-12.parquet").read()
+    assert sorted_rows(old) == sorted_rows(month_table("2024-12", 2))
+    assert not list(tmp_path.glob(".*.checkout"))  # staging renamed into place
+    with pytest.raises(FileExistsError, match="not an empty directory"):
+        repo.checkout(out.directory)
+    (tmp_path / "empty").mkdir()
+    assert repo.checkout(tmp_path / "empty").revision == second.revision
+
+
+def test_card_data_files_and_their_matching() -> None:
+    card = dataset_card(["2024-11"])
+    assert dr.card_data_files(card) == (["data/*.parquet"], [])
+    assert dr.card_data_files(None)[1] == ["no README.md (dataset card)"]
+    assert "no YAML front matter" in dr.card_data_files("# just a title\n")[1][0]
+    assert "declares no configs" in dr.card_data_files("---\nlicense: other\n---\n")[1][0]
+    assert "invalid YAML" in dr.card_data_files("---\nconfigs: [\n---\n")[1][0]
+    escaping = "---\nconfigs:\n- config_name: x\n  data_files: [../../etc/*, data/*.parquet]\n---\n"
+    assert dr.card_data_files(escaping) == (
+        ["data/*.parquet"],
+        ["README.md: data_files outside the repo: ['../../etc/*']"],
+    )
+    listed = (
+        "---\nconfigs:\n- config_name: a\n  data_files: data/2024-*.parquet\n- config_name: b\n"
+    )
+    listed += "  data_files:\n  - split: train\n    path: [./x/*.parquet, 'y/**']\n---\n"
+    assert dr.card_data_files(listed) == (["data/2024-*.parquet", "x/*.parquet", "y/**"], [])
+    paths = [
+        "data/2024-11.parquet",
+        "data/.2024-12.parquet.abc.tmp",
+        "data/sub/2024-10.parquet",
+        "data/stray.parquet",
+        "README.md",
+    ]
+    assert dr.match_data_files(["data/*.parquet"], paths) == [
+        "data/2024-11.parquet",
+        "data/stray.parquet",
+    ]
+    assert dr.match_data_files(["data/**"], paths) == [
+        "data/2024-11.parquet",
+        "data/stray.parquet",
+        "data/sub/2024-10.parquet",
+    ]
+    assert dr.data_file_key("data/2024-11.parquet") == "2024-11"
+    assert dr.data_file_key("data/stray.parquet") == "data/stray.parquet"
+
+
+def test_local_working_copy_card_problems_are_differences(local_repo: LocalDatasetRepo) -> None:
+    local_repo.commit({"2024-11": month_table("2024-11", 3)}, message="a")
+    card = local_repo.root / "README.md"
+    card.unlink()  # a hard link to the object: replace it, do not write through it
+    card.write_text("# GovBR News\n")
+    diffs = {str(d) for d in local_repo.published_differences()}
+    assert "README.md: README.md has no YAML front matter" in diffs
+    assert any(d.startswith("README.md: content differs from HEAD") for d in diffs)
+    assert local_repo.published().data_files == ("data/2024-11.parquet",)  # the fallback
+    assert local_repo.sync_working_copy() == ["README.md"]
+    assert local_repo.published_differences() == []
+
+
+def test_local_revision_prefixes(local_repo: LocalDatasetRepo) -> None:
+    first = local_repo.commit({"2024-11": month_table("2024-11", 3)}, message="a")
+    assert local_repo.resolve_revision(first.revision[:8]) == first.revision
+    assert local_repo.resolve_revision(first.revision.upper()) == first.revision
+    with pytest.raises(RevisionNotFoundError):
+        local_repo.resolve_revision("f" * 40)
+    with pytest.raises(RevisionNotFoundError):
+        local_repo.resolve_revision("not-a-revision")
+
+
+def test_hub_published_is_what_the_hub_serves_at_head(
+    hub_repo: HubDatasetRepo, hub_test_server: _hub.HubTestServer
+) -> None:
+    info = hub_repo.commit({"2024-11": month_table("2024-11", 3)}, message="a")
+    published = hub_repo.published()
+    assert published.revision == info.revision and hub_repo.repo_id in published.where
+    assert published.data_files == ("data/2024-11.parquet",)
+    assert hub_repo.published_differences() == []
+    # someone replaces the card on the Hub with one that declares no data files
+    HfApi(endpoint=hub_test_server.url, token=TOKEN).create_commit(
+        hub_repo.repo_id,
+        [CommitOperationAdd("README.md", b"---\nlicense: other\n---\n# GovBR News\n")],
+        commit_message="hand-edited card",
+        repo_type="dataset",
+    )
+    diffs = [str(d) for d in hub_repo.published_differences()]
+    assert diffs == ["README.md: README.md declares no configs[].data_files"]
+    # the next commit regenerates the card
+    hub_repo.commit({"2024-12": month_table("2024-12", 1)}, message="b")
+    assert hub_repo.published_differences() == []
+    assert hub_repo.published().data_files == ("data/2024-11.parquet", "data/2024-12.parquet")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from bi_platform.news.dataset_repo import (
     HubDatasetRepo,
     HubError,
     LocalDatasetRepo,
+    Published,
+    PublishedDifference,
     month_of,
 )
 from bi_platform.news.records import HF_SCHEMA, TIMEZONE, content_hash
@@ -137,6 +139,21 @@ class FailingRepo(DatasetRepo):
     def row_count(self, revision: str | None = None) -> int:
         return self.inner.row_count(revision)
 
+    def resolve_revision(self, revision: str | None = None) -> str:
+        return self.inner.resolve_revision(revision)
+
+    def list_files(self, revision: str | None = None) -> list[str]:
+        return self.inner.list_files(revision)
+
+    def download_file(self, path: str, revision: str | None = None) -> Path:
+        return self.inner.download_file(path, revision)
+
+    def published(self) -> Published:
+        return self.inner.published()
+
+    def published_differences(self) -> list[PublishedDifference]:
+        return self.inner.published_differences()
+
     def commit(
         self,
         shards: Mapping[str, pa.Table],
@@ -144,6 +161,7 @@ class FailingRepo(DatasetRepo):
         message: str,
         delete: Iterable[str] = (),
         parent_revision: str | None = None,
+        verify: Callable[[Mapping[str, Path]], None] | None = None,
     ) -> CommitInfo:
         self.parent_revisions.append(parent_revision)
         for month in sorted(shards)[: self.read]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import multiprocessing
 import os
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,15 @@ from bi_platform.news.pg_store import (
     succeeded_scopes,
     write_records,
 )
-from bi_platform.news.records import HF_SCHEMA, content_hash
+from bi_platform.news.records import (
+    CONTENT_HASH_MISMATCH,
+    HF_SCHEMA,
+    OLDER_THAN_STORED,
+    OUT_OF_RANGE,
+    UNIQUE_ID_MISMATCH,
+    content_hash,
+    unique_id,
+)
 from bi_platform.news.reference_data import load_agencies, load_themes
 from bi_platform.sample_data.news import generate_news, month_shards
 
@@ -82,6 +92,13 @@ def edit(table: pa.Table, row: int, **changes: Any) -> pa.Table:
         values[row] = value
         table = replace_column(table, name, values)
     return table
+
+
+def rehash(table: pa.Table) -> pa.Table:
+    """``table`` with the ids the platform computes (after edits of title or content:
+    supplied ids that disagree are refused)."""
+    table = replace_column(table, "unique_id", [None] * table.num_rows)
+    return pg_store.with_ids(replace_column(table, "content_hash", [None] * table.num_rows))
 
 
 def reconciles(result: pg_store.WriteResult) -> bool:
@@ -178,7 +195,8 @@ def test_awkward_values_survive_the_csv_copy(conn: psycopg.Connection[Any]) -> N
     table = edit(table, 0, title='Título com "aspas", vírgulas e \\ barra', summary="")
     table = edit(table, 1, content='linha 1\nlinha 2\r\n"fim"', subtitle=None)
     table = edit(table, 2, category=",", editorial_lead="\\N")
-    write_records(conn, table, source="t")
+    table = rehash(table)  # title and content changed: so do the computed ids
+    assert write_records(conn, table, source="t").inserted == 4
     rows = conn.execute(
         "SELECT unique_id, title, summary, content, subtitle, category, editorial_lead, tags "
         "FROM news_hf"
@@ -204,9 +222,11 @@ def test_assume_new_falls_back_to_the_merge_on_collisions(conn: psycopg.Connecti
     table = sample(200)
     fresh = write_records(conn, table.slice(0, 100), source="t", assume_new=True)
     assert (fresh.inserted, fresh.unchanged, fresh.rejected) == (100, 0, 0)
-    # half of these are stored already, and one steals a stored row's URL
+    # half of these are stored already, and one steals a stored row's URL (extracted at
+    # the same time: not a correction, see test_validation_backends)
     batch = edit(table.slice(50, 100), 99, url=table.column("url")[0].as_py())
     batch = edit(batch, 99, agency=table.column("agency")[0].as_py(), unique_id=None)
+    batch = edit(batch, 99, extracted_at=table.column("extracted_at")[0].as_py())
     mixed = write_records(conn, batch, source="t", assume_new=True)
     assert (mixed.inserted, mixed.unchanged, mixed.rejected) == (49, 50, 1)
     assert mixed.rejected_by_reason == {DUPLICATE_URL: 1}
@@ -302,14 +322,16 @@ def test_url_conflicts_are_rejected_without_aborting(conn: psycopg.Connection[An
     write_records(conn, table.slice(0, 40), source="t")
     conn.commit()
     stored_id = table["unique_id"][3].as_py()
-    # a different story (other title -> other unique_id) with the URL of a stored one
-    clash = edit(table.slice(3, 1), 0, title="Outro título", unique_id=None)
-    # two new stories sharing one URL: the first one wins
+    # a different story (other title -> other unique_id) with the URL of a stored one,
+    # extracted at the same time (a later extraction would be a headline correction)
+    clash = edit(table.slice(3, 1), 0, title="Outro título", unique_id=None, content_hash=None)
+    # two new stories sharing one URL, extracted at the same time: the first one wins
     pair = edit(
         table.slice(45, 2),
         1,
         url=table["url"][45].as_py(),
         agency=table["agency"][45].as_py(),
+        extracted_at=table["extracted_at"][45].as_py(),
         unique_id=None,
     )
     batch = pa.concat_tables([table.slice(40, 5), clash, pair, table.slice(0, 2)])
@@ -352,7 +374,8 @@ def test_a_failing_batch_leaves_nothing(conn: psycopg.Connection[Any]) -> None:
         """
     )
     conn.commit()
-    batch = edit(edit(sample(30), 4, title="boom"), 7, agency="agencia-x")
+    boom = edit(sample(30), 4, title="boom", unique_id=None, content_hash=None)
+    batch = edit(boom, 7, agency="agencia-x")
     with pytest.raises(psycopg.errors.RaiseException):
         write_records(conn, batch, source="t")
     conn.rollback()
@@ -387,6 +410,8 @@ def test_conform_refuses_string_timestamps() -> None:
     with pytest.raises(ValueError, match="published_at"):
         pg_store.conform(strings)
     with pytest.raises(ValueError, match="unknown"):
+        pg_store.conform(table.append_column("surprise", pa.array([1, 2, 3])))
+    with pytest.raises(ValueError, match="extra: expected the text of a JSON object"):
         pg_store.conform(table.append_column("extra", pa.array([1, 2, 3])))
 
 
@@ -822,3 +847,175 @@ def test_a_killed_hf_sync_is_closed_by_the_next_sync(news_db: str, tmp_path: Pat
     assert new["status"] == "success"
     with psycopg.connect(news_db) as conn:
         assert scalar(conn, "SELECT count(*) FROM sync_log WHERE status = 'running'") == 0
+
+
+# --------------------------------------------------------------------------------------
+# identity and versions (the rules shared by every backend)
+# --------------------------------------------------------------------------------------
+def stamps(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    return dict(conn.execute("SELECT unique_id, updated_at FROM news").fetchall())
+
+
+def test_a_forged_unique_id_never_overwrites_another_story(conn: psycopg.Connection[Any]) -> None:
+    table = sample(20)
+    write_records(conn, table, source="t")
+    conn.commit()
+    before = stamps(conn)
+    victim = table["unique_id"][0].as_py()
+    forged = edit(table.slice(1, 1), 0, unique_id=victim, summary="Sequestrada.")
+    result = write_records(conn, forged, source="t")
+    conn.commit()
+    assert (result.rejected, result.written) == (1, 0)
+    assert result.rejected_by_reason == {UNIQUE_ID_MISMATCH: 1}
+    assert stamps(conn) == before
+    reason = scalar(conn, "SELECT reason FROM news_rejected")
+    computed = table["unique_id"][1].as_py()
+    assert reason == f"{UNIQUE_ID_MISMATCH}: {victim!r} != {computed!r}"
+    # an agreeing id and hash are accepted
+    assert write_records(conn, table.slice(1, 1), source="t").unchanged == 1
+
+
+def test_a_supplied_content_hash_must_agree(conn: psycopg.Connection[Any]) -> None:
+    table = edit(sample(3), 0, content_hash="0" * 64)
+    result = write_records(conn, table, source="t")
+    assert (result.inserted, result.rejected_by_reason) == (2, {CONTENT_HASH_MISMATCH: 1})
+
+
+def test_a_headline_correction_updates_the_story(conn: psycopg.Connection[Any]) -> None:
+    table = sample(20)
+    write_records(conn, table, source="t")
+    conn.execute("UPDATE news SET synced_to_hf_at = clock_timestamp(), hf_revision = 'r0'")
+    conn.commit()
+    old = table.slice(3, 1).to_pylist()[0]
+    row_id, created = conn.execute(
+        "SELECT id, created_at FROM news WHERE unique_id = %s", (old["unique_id"],)
+    ).fetchone()
+    title = old["title"] + " (corrigido)"
+    later = old["extracted_at"] + timedelta(hours=1)
+    fix = edit(table.slice(3, 1), 0, title=title, extracted_at=later, unique_id=None)
+    result = write_records(conn, edit(fix, 0, content_hash=None), source="t")
+    conn.commit()
+    assert (result.inserted, result.updated, result.corrected, result.rejected) == (0, 1, 1, 0)
+    new_id = unique_id(old["agency"], old["published_at"], title)
+    month = old["published_at"].strftime("%Y-%m")
+    assert result.replaced == {new_id: (old["unique_id"], month)}
+    stored = conn.execute(
+        "SELECT id, created_at, unique_id, title, url, extracted_at, content_hash, "
+        "updated_at > synced_to_hf_at FROM news WHERE id = %s",
+        (row_id,),
+    ).fetchone()
+    assert stored == (
+        row_id,  # the same story, edited in place
+        created,
+        new_id,
+        title,
+        old["url"],
+        later,
+        content_hash(title, old["content"]),
+        True,  # pending for the HF sync
+    )
+    assert scalar(conn, "SELECT count(*) FROM news") == 20
+    # the old headline re-sent afterwards is older than the stored version
+    again = write_records(conn, table.slice(3, 1), source="t")
+    assert again.rejected_by_reason == {OLDER_THAN_STORED: 1}
+
+
+def test_an_older_extraction_is_rejected_and_an_equal_one_updates(
+    conn: psycopg.Connection[Any],
+) -> None:
+    table = sample(10)
+    write_records(conn, table, source="t")
+    conn.commit()
+    when = table["extracted_at"][2].as_py()
+    older = edit(table.slice(2, 1), 0, summary="Antigo.", extracted_at=when - timedelta(hours=1))
+    result = write_records(conn, older, source="t")
+    assert (result.updated, result.rejected_by_reason) == (0, {OLDER_THAN_STORED: 1})
+    reason = scalar(conn, "SELECT reason FROM news_rejected")
+    assert reason.startswith(f"{OLDER_THAN_STORED}: extracted_at ")
+    assert reason.endswith(f"of unique_id {table['unique_id'][2].as_py()}")
+    same_time = edit(table.slice(2, 1), 0, summary="Revisto.")
+    assert write_records(conn, same_time, source="t").updated == 1
+
+
+def test_extra_is_stored_as_jsonb_and_the_migration_keeps_it(
+    conn: psycopg.Connection[Any],
+) -> None:
+    table = sample(5)
+    extra = [json.dumps({"author": "Ascom", "views": 3}), None, None, None, None]
+    with_extra = table.append_column("extra", pa.array(extra, pa.string()))
+    assert write_records(conn, with_extra, source="t").inserted == 5
+    conn.commit()
+    uid = table["unique_id"][0].as_py()
+
+    def stored() -> tuple[Any, Any]:
+        return conn.execute(
+            "SELECT extra, updated_at FROM news WHERE unique_id = %s", (uid,)
+        ).fetchone()
+
+    first, stamp = stored()
+    assert first == {"author": "Ascom", "views": 3}
+    # the HF dataset never carries extra: a migration (KEEP) leaves it alone
+    migrated = write_records(conn, table, source="shard", identity=pg_store.Identity.KEEP)
+    assert (migrated.unchanged, stored()) == (5, (first, stamp))
+    # a new version from the scraper replaces it (only extra changed: updated_at moves)
+    changed = with_extra.set_column(
+        with_extra.schema.get_field_index("extra"),
+        "extra",
+        pa.array([json.dumps({"author": "Outro"}), None, None, None, None], pa.string()),
+    )
+    assert write_records(conn, changed, source="t").updated == 1
+    conn.commit()
+    second, later = stored()
+    assert second == {"author": "Outro"} and later > stamp
+    assert write_records(conn, table, source="t").updated == 1  # no extra in the new version
+    assert stored()[0] is None
+    bad = with_extra.set_column(
+        with_extra.schema.get_field_index("extra"),
+        "extra",
+        pa.array(["[1, 2]", '{"a": NaN}', "{oops", None, None], pa.string()),
+    )
+    result = write_records(conn, bad, source="bad")
+    assert result.rejected_by_reason == {pg_store.BAD_EXTRA: 3}
+
+
+def test_the_migration_keeps_the_datasets_ids(news_db: str, tmp_path: Path) -> None:
+    table = sample(30)
+    legacy = edit(table, 0, unique_id="legacy-id-0", content_hash="legacy-hash")
+    repo = make_repo(tmp_path / "repo", legacy)
+    report = migrate_from_repo(news_db, repo)
+    assert (report.inserted, report.rejected) == (30, 0)
+    with psycopg.connect(news_db) as conn:
+        assert conn.execute(
+            "SELECT content_hash FROM news WHERE unique_id = 'legacy-id-0'"
+        ).fetchone() == ("legacy-hash",)
+        # the ingest computes identity: the same row is refused there
+        result = write_records(conn, legacy.slice(0, 1), source="inbox")
+        assert set(result.rejected_by_reason) == {UNIQUE_ID_MISMATCH, CONTENT_HASH_MISMATCH}
+
+
+def test_timestamps_out_of_range_are_rejected_not_raised(conn: psycopg.Connection[Any]) -> None:
+    table = sample(4)
+    micros = pa.array([0, 0, 4_102_444_800_000_000, 253_402_300_800_000_000], pa.int64())
+    far = pc.cast(micros, pa.timestamp("us", tz="UTC"))  # 1970, 1970, 2100, year 10000
+    table = table.set_column(
+        table.schema.get_field_index("updated_datetime"), "updated_datetime", far
+    )
+    result = write_records(conn, table.slice(2, 2), source="t")
+    assert result.rejected_by_reason == {OUT_OF_RANGE: 2}
+    reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM news_rejected"))
+    assert reasons[0].startswith(f"{OUT_OF_RANGE}: updated_datetime 2099-12-31T21:00:00-03:00")
+    assert reasons[1] == (
+        f"{OUT_OF_RANGE}: updated_datetime 253402300800000000 microseconds from 1970-01-01 UTC "
+        "is outside the supported range 1900-01-01 to 2099-12-31 (UTC)"
+    )
+
+
+def test_write_result_accounting(conn: psycopg.Connection[Any]) -> None:
+    table = sample(10)
+    write_records(conn, table.slice(0, 5), source="t")
+    batch = pa.concat_tables([table, table.slice(7, 1), edit(table.slice(0, 1), 0, agency="x")])
+    r = write_records(conn, batch, source="t")
+    assert (r.rows_in, r.inserted, r.unchanged, r.duplicates, r.rejected) == (12, 5, 6, 1, 1)
+    assert (r.identical, r.stored) == (5, 10)
+    assert r.rows_in == r.stored + r.rejected + r.duplicates
+    assert "unique_ids" not in r.as_dict() and r.as_dict()["corrected"] == 0

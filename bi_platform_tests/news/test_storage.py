@@ -7,9 +7,10 @@ import json
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pyarrow as pa
@@ -19,12 +20,13 @@ from bi_platform.news import pg_schema
 from bi_platform.news.dataset_repo import CommitInfo, LocalDatasetRepo
 from bi_platform.news.ingest import ParsedBatch, parse_inbox
 from bi_platform.news.pg_store import load_reference_data, migrate_from_repo
-from bi_platform.news.records import HF_SCHEMA
+from bi_platform.news.records import DUPLICATE_URL, HF_SCHEMA, TIMEZONE
 from bi_platform.news.reference_data import load_agencies, load_themes
 from bi_platform.news.storage import (
     ReadFrom,
     StorageAdapter,
     StorageBackend,
+    merge_into_repo,
     month_bounds,
     storage_mode,
 )
@@ -339,3 +341,115 @@ def test_dual_write_postgres_failure_sends_nothing_to_hf(tmp_path: Path, pg_url:
     assert scalar(pg_url, "SELECT count(*) FROM news") == before
     assert scalar(pg_url, "SELECT count(*) FROM sync_log WHERE operation = 'ingest'") == 0
     assert setup.repo.head() == head and len(setup.repo.log()) == commits
+
+
+# --------------------------------------------------------------------------------------
+# the shared validator on the HF side: duplicate urls, corrections, unknown fields
+# --------------------------------------------------------------------------------------
+def scraper_line(record: Mapping[str, Any], **changes: Any) -> str:
+    row = {k: record[k] for k in sample.INBOX_FIELDS} | changes
+    return json.dumps(
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()},
+        ensure_ascii=False,
+    )
+
+
+def write_lines(setup: Setup, adapter: StorageAdapter, lines: list[str]) -> tuple[Any, Any]:
+    path = setup.repo.root.parent / "extra.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    batch = parse_inbox(path)
+    outcome = adapter.write(
+        batch.records, batch.rejected, source="inbox extra.jsonl", row_sources=batch.record_sources
+    )
+    return batch, outcome
+
+
+def dead_letters(setup: Setup) -> list[dict[str, Any]]:
+    path = setup.repo.root.parent / "news_rejected.jsonl"
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").split("\n") if x]
+
+
+def test_huggingface_backend_refuses_a_stored_url_under_another_story(hf_only: Setup) -> None:
+    """The reported defect: the HF backend used to store a second story on a url."""
+    record = existing().slice(5, 1).to_pylist()[0]
+    adapter = StorageAdapter("huggingface", "huggingface", None, hf_only.repo)
+    rows = hf_only.repo.row_count()
+    _, outcome = write_lines(hf_only, adapter, [scraper_line(record, title="Outra manchete")])
+    assert outcome.result.rejected_by_reason == {DUPLICATE_URL: 1}
+    assert hf_only.repo.row_count() == rows
+    [letter] = dead_letters(hf_only)
+    assert letter["reason"] == f"{DUPLICATE_URL}: stored as unique_id {record['unique_id']}"
+    assert letter["source"] == "inbox extra.jsonl line 1" and letter["fields"] == ["url"]
+
+
+def test_huggingface_backend_applies_a_correction_across_months(hf_only: Setup) -> None:
+    record = existing().slice(7, 1).to_pylist()[0]
+    old_month = record["published_at"].strftime("%Y-%m")
+    moved = record["published_at"] + timedelta(days=40)
+    title = record["title"] + " (corrigido)"
+    line = scraper_line(
+        record,
+        title=title,
+        published_at=moved,
+        extracted_at=record["extracted_at"] + timedelta(days=41),
+    )
+    adapter = StorageAdapter("huggingface", "huggingface", None, hf_only.repo)
+    rows = hf_only.repo.row_count()
+    _, outcome = write_lines(hf_only, adapter, [line])
+    r = outcome.result
+    assert (r.inserted, r.updated, r.corrected) == (0, 1, 1)
+    assert hf_only.repo.row_count() == rows  # replaced, not added
+    new_month = moved.astimezone(ZoneInfo(TIMEZONE)).strftime("%Y-%m")
+    assert set(outcome.hf_months) == {old_month, new_month}
+    assert record["unique_id"] not in hf_only.repo.read_shard(old_month)["unique_id"].to_pylist()
+    assert title in hf_only.repo.read_shard(new_month)["title"].to_pylist()
+
+
+def test_dual_write_applies_a_correction_on_both_sides(both: Setup) -> None:
+    assert both.url is not None
+    record = existing().slice(9, 1).to_pylist()[0]
+    title = record["title"] + " (corrigido)"
+    line = scraper_line(
+        record, title=title, extracted_at=record["extracted_at"] + timedelta(hours=3)
+    )
+    adapter = StorageAdapter("dual_write", "postgres", both.url, both.repo)
+    _, outcome = write_lines(both, adapter, [line])
+    assert outcome.hf_written and outcome.error is None
+    assert (outcome.result.updated, outcome.result.corrected, outcome.marked_synced) == (1, 1, 1)
+    month = record["published_at"].strftime("%Y-%m")
+    from_hf = StorageAdapter("dual_write", "huggingface", both.url, both.repo)
+    assert sorted_rows(adapter.read_month(month)) == sorted_rows(from_hf.read_month(month))
+    assert record["unique_id"] not in from_hf.read_month(month)["unique_id"].to_pylist()
+    assert both.repo.row_count() == scalar(both.url, "SELECT count(*) FROM news")
+
+
+def test_merge_into_repo_replaces_and_counts(hf_only: Setup) -> None:
+    repo = hf_only.repo
+    table = existing()
+    month = repo.list_shards()[-1]
+    shard = repo.read_shard(month)
+    old = shard.slice(0, 1).to_pylist()[0]
+    new = {**old, "unique_id": "n" * 32, "title": "Nova manchete"}
+    merge = merge_into_repo(
+        repo,
+        pa.Table.from_pylist([new], schema=HF_SCHEMA),
+        message="correction",
+        replaces={"n" * 32: (old["unique_id"], month)},
+    )
+    assert (merge.inserted, merge.updated, merge.unchanged, merge.months) == (0, 1, 0, (month,))
+    assert merge.corrected == 1
+    assert repo.row_count() == table.num_rows
+    again = merge_into_repo(repo, pa.Table.from_pylist([new], schema=HF_SCHEMA), message="x")
+    assert (again.commit, again.unchanged) == (None, 1)
+
+
+def test_dead_letters_stay_one_per_line(tmp_path: Path) -> None:
+    repo = LocalDatasetRepo(tmp_path / "repo")
+    adapter = StorageAdapter("huggingface", "huggingface", None, repo)
+    path = tmp_path / "b.jsonl"
+    path.write_text('{"title": "a\u2028b\x85c", "agency": "mec"}\n', encoding="utf-8")
+    batch = parse_inbox(path)
+    adapter.write(batch.records, batch.rejected, source="b")
+    text = (tmp_path / "news_rejected.jsonl").read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 1
+    assert json.loads(text)["raw"]["title"] == "a\u2028b\x85c"

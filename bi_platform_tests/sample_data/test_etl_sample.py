@@ -21,10 +21,12 @@ from bi_platform.etl.layouts import get_layout
 from bi_platform.sample_data import etl as sample
 from bi_platform.sample_data.etl import (
     DEAD_LETTER,
+    DUPLICATE,
     MALFORMED,
     PROCESSED,
     PROFILES,
     REJECTED,
+    REJECTED_FILE,
     Catalogue,
     product_names,
     read_manifest,
@@ -71,7 +73,13 @@ def test_inbox_lists_every_file_with_its_expected_outcome(home: Path) -> None:
     binaries = [n for n in files if n.startswith("records_")]
     assert len(binaries) == SMALL.binary_files
     assert {"export_0001.csv", "export_0001.parquet"} <= set(files)
-    assert {files[n]["expect"] for n in files} == {PROCESSED, DEAD_LETTER, REJECTED}
+    assert {files[n]["expect"] for n in files} == {
+        PROCESSED,
+        DEAD_LETTER,
+        REJECTED,
+        REJECTED_FILE,
+        DUPLICATE,
+    }
     for name, entry in files.items():
         path = _inbox(home) / name
         assert path.is_symlink() or path.is_file(), name
@@ -161,6 +169,19 @@ def test_malformed_corpus(home: Path) -> None:
     assert escape.is_symlink()
     assert not escape.resolve().is_relative_to(inbox.resolve())
     assert escape.resolve().is_file()
+    hard = inbox / "escape_hardlink.csv"  # a plain name, the same inode as the outside file
+    assert not hard.is_symlink() and hard.stat().st_nlink == 2
+    assert hard.stat().st_ino == escape.resolve().stat().st_ino
+
+    pages = inbox / "bad_pages.parquet"
+    assert pq.read_metadata(pages).num_rows == SMALL.malformed_records  # the footer reads
+    with pytest.raises(OSError):
+        pq.read_table(pages)  # the pages do not
+    newlines = (inbox / "bad_newlines.csv").read_bytes()
+    assert newlines.startswith(b"\xef\xbb\xbfid,timestamp")
+    for fragment in (b"Leite\rIntegral", b'"Cafe\nTorrado', b'"Queijo Minas\r\n', b"\x00", b"\xe9"):
+        assert fragment in newlines, fragment
+    assert (inbox / "export_0001_copy.csv").read_bytes() == (inbox / "export_0001.csv").read_bytes()
 
 
 def test_idempotent_then_force(tmp_path: Path) -> None:

@@ -4,6 +4,9 @@
     with RedisServer() as url:   # "redis://127.0.0.1:<port>/0"
         ...
 
+:meth:`RedisServer.pause` / :meth:`RedisServer.resume` SIGSTOP / SIGCONT it (a hung
+server, as a network partition looks).
+
 :func:`redis_server` is a session fixture built on it; :func:`redis_url` gives each test
 an empty database on that server.
 """
@@ -11,7 +14,9 @@ an empty database on that server.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -95,6 +100,22 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"redis-server did not start; last log:\n{last_error[-2000:]}")
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (it must be running)."""
+        if self._process is None:
+            raise RuntimeError("redis-server is not running")
+        return self._process.pid
+
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps its socket (connections still open, commands are
+        queued unanswered), as a hung server or a network partition looks to clients."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the server."""
+        os.kill(self.pid, signal.SIGCONT)
+
     def _wait_ready(self, url: str) -> bool:
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
@@ -116,6 +137,7 @@ class RedisServer:
         if self._process is None:
             return
         if self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGCONT)  # a paused server cannot exit
             self._process.terminate()
             try:
                 self._process.wait(timeout=10)

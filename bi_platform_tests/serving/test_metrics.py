@@ -176,3 +176,28 @@ def test_alert_rules_cover_latency_and_errors_on_existing_metrics() -> None:
     assert 'status=~"5.."' in errors and errors.endswith("> 0.05")
     for alert in alerts.values():
         assert alert["for"] and alert["labels"]["severity"] and alert["annotations"]["summary"]
+
+
+def test_status_classes_are_exported_from_zero_and_counted() -> None:
+    metrics = ServingMetrics()
+    samples = _samples(metrics.render()[0])
+    for cls in ("2xx", "3xx", "4xx", "5xx"):
+        assert samples[("bi_serving_responses_total", (("status", cls),))] == 0
+    assert samples[("bi_serving_redis_breaker_open", ())] == 0
+    metrics.observe_request("sales_by_une", 503, 0.01)
+    metrics.record_response("healthz", 200, 0.001)
+    metrics.set_redis_breaker("open")
+    samples = _samples(metrics.render()[0])
+    assert samples[("bi_serving_responses_total", (("status", "5xx"),))] == 1
+    assert samples[("bi_serving_responses_total", (("status", "2xx"),))] == 1
+    assert samples[("bi_serving_redis_breaker_open", ())] == 1
+
+
+def test_the_error_ratio_has_data_before_the_first_error() -> None:
+    """The alert's error ratio reads a series that exists before any 5xx."""
+    document = yaml.safe_load(ALERTS.read_text())
+    rules = {r.get("record"): r["expr"] for g in document["groups"] for r in g["rules"]}
+    ratio = rules["bi_serving:error_ratio_5m"]
+    assert "bi_serving_responses_total" in ratio
+    exposed = _samples(ServingMetrics().render()[0])
+    assert ("bi_serving_responses_total", (("status", "5xx"),)) in exposed
