@@ -59,9 +59,10 @@ test: system-deps $(VENV)/.installed-dev  ## install dev deps, lint, run the tes
 
 ui: up  ## the Dagster UI (dagster dev: webserver + daemon) on http://$(UI_HOST):$(UI_PORT)
 	@# default signal dispositions: started from a background job, make's children would
-	@# inherit SIGINT ignored and dagster dev would not stop on Ctrl-C
+	@# inherit SIGINT ignored; bi-platform ui turns the signals make and the terminal both
+	@# deliver into one stop request for dagster dev
 	$(LOAD_SERVICES_ENV) && exec env --default-signal=INT,TERM \
-	  $(BIN)/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
+	  $(BIN)/bi-platform ui --host $(UI_HOST) --port $(UI_PORT) --workspace workspace.yaml
 
 update-snapshot: $(VENV)/.installed-dev  ## refresh the asset-graph snapshot after a deliberate change
 	$(BIN)/pytest -q bi_platform_tests/test_asset_graph.py --snapshot-update

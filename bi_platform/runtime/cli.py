@@ -11,6 +11,7 @@ bi-platform delta ...         history | restore of the cadastral Delta tables (r
 bi-platform etl register      ETL inbox files -> etl_files partitions (as the sensor does)
 bi-platform news ...          resync | verify | log | checkout of the news HF dataset repo
 bi-platform serve             the BI query API (uvicorn) over the DuckDB warehouse
+bi-platform ui                the Dagster UI (dagster dev), stopped as a whole by one Ctrl-C
 bi-platform api-key ...       create | list | revoke the API's keys (stored hashed)
 bi-platform bench ...         benchmarks (engines, news, etl, serving, cadastral): table + JSON
 """
@@ -877,6 +878,25 @@ def delta_restore(settings: Settings, table: str, version: int) -> None:
             f"dagster asset materialize --select cadastral/cadastral_pg_sync "
             f"--partition {load_date}"
         )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface of the webserver.")
+@click.option("--port", default=3000, show_default=True, help="Port of the webserver.")
+@click.option(
+    "--workspace",
+    default="workspace.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The workspace file that names the code location.",
+)
+def ui(host: str, port: int, workspace: str) -> None:
+    """The Dagster UI: dagster dev (webserver + daemon); one Ctrl-C or SIGTERM stops it all."""
+    from pathlib import Path
+
+    from bi_platform.runtime.ui import dagster_dev_command, run_supervised
+
+    sys.exit(run_supervised(dagster_dev_command(host, port, Path(workspace))))
 
 
 @main.command()
