@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bi_platform.news.dataset_repo import LocalDatasetRepo
+from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.runtime.run_launcher import RUN_WORKER_TAG
 from bi_platform.sample_data.cadastral import generate_change_set
 from bi_platform.sample_data.news import write_inbox

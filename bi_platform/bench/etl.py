@@ -227,7 +227,8 @@ def run(
     """Generate, measure, check; (per-stage measurements, the JSON summary)."""
     from bi_platform.etl.estimation import stratified_estimate
     from bi_platform.etl.layouts import get_layout
-    from bi_platform.etl.parser import ParseOptions, parse_file, read_records
+    from bi_platform.etl.parse_common import ParseOptions
+    from bi_platform.etl.parser import parse_file, read_records
     from bi_platform.settings import get_settings
 
     settings = get_settings()

@@ -5,15 +5,15 @@ databases (``bench_news_<random>``) created on the given server and dropped at t
 (the platform's own database is never touched):
 
 - ``copy`` (the floor): COPY of the rows (news' content columns, serialised beforehand
-  exactly as the write path does, :func:`~bi_platform.news.pg_store.copy_payload`) into
+  exactly as the write path does, :func:`~bi_platform.news.pg_write.copy_payload`) into
   an UNLOGGED copy of ``news`` without indexes nor constraints (same column
   storage/compression): the server's cost of storing the rows, nothing else;
-- ``migration``: :func:`~bi_platform.news.pg_store.migrate_from_repo` from a
-  :class:`~bi_platform.news.dataset_repo.LocalDatasetRepo` holding the rows as month
+- ``migration``: :func:`~bi_platform.news.pg_migration.migrate_from_repo` from a
+  :class:`~bi_platform.news.dataset_repo_local.LocalDatasetRepo` holding the rows as month
   shards into an empty, freshly migrated ``news`` (reading, validation, COPY, index and
   constraint rebuild, rejects), in a fresh spawned process like a Dagster step (its
   time is the MigrationReport's: process start excluded);
-- ``baseline``: the original project's loader, batches of 1,000
+- ``baseline``: a plain loader, batches of 1,000
   ``INSERT ... ON CONFLICT (unique_id) DO NOTHING`` via ``executemany``, one transaction
   per batch, into another empty ``news`` (timed on at most :data:`BASELINE_MAX_ROWS`
   rows; rows/s extrapolated);
@@ -42,6 +42,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from bi_platform.lib.secrets import mask_password
 from bi_platform.runtime.postgres import scratch_database as runtime_scratch_database
 
 DEFAULT_ROWS = 300_000
@@ -78,7 +79,7 @@ def admin_url(database_url: str | None = None) -> str:
             conn.execute("SELECT 1")
     except psycopg.OperationalError as exc:
         raise BenchError(
-            f"PostgreSQL at {services.mask_password(database_url)} does not answer ({exc}); "
+            f"PostgreSQL at {mask_password(database_url)} does not answer ({exc}); "
             "start the local server with `bi-platform up` (or pass --database-url)"
         ) from None
     return database_url
@@ -101,37 +102,37 @@ def scratch_databases(admin: str) -> list[str]:
 
 def prepare_database(url: str) -> None:
     """Schema + reference data (not timed)."""
-    from bi_platform.news import pg_schema, pg_store
+    from bi_platform.news import pg_reference, pg_schema
     from bi_platform.news.reference_data import load_agencies, load_themes
 
     pg_schema.migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        pg_store.load_reference_data(conn, load_agencies(), load_themes())
+        pg_reference.load_reference_data(conn, load_agencies(), load_themes())
 
 
 def news_rows(table: pa.Table) -> tuple[list[str], pa.Buffer, list[tuple[Any, ...]]]:
     """The rows as news would store them: (columns, the CSV COPY payload the write path
     sends, the same rows as Python tuples for the INSERT baseline)."""
-    from bi_platform.news import pg_store
+    from bi_platform.news import pg_common, pg_reference, pg_write, validation
     from bi_platform.news.reference_data import load_agencies, load_themes
 
-    reference = pg_store.ReferenceSets.from_reference_data(load_agencies(), load_themes())
-    validated = pg_store.validate_records(table, reference, source="bench")
-    columns = list(pg_store._CONTENT_COLUMNS)
-    payload = pg_store.copy_payload(validated, columns)
+    reference = pg_reference.ReferenceSets.from_reference_data(load_agencies(), load_themes())
+    validated = validation.validate_records(table, reference, source="bench")
+    columns = list(pg_common.CONTENT_COLUMNS)
+    payload = pg_write.copy_payload(validated, columns)
     values: list[list[Any]] = []
     for name in columns:
         if name == "agency_name":
             values.append(validated.agency_names.to_pylist())
         else:
-            values.append(validated.table.column(pg_store._HF_NAMES.get(name, name)).to_pylist())
+            values.append(validated.table.column(pg_common.HF_NAMES.get(name, name)).to_pylist())
     return columns, payload, list(zip(*values, strict=True))
 
 
 def time_copy(url: str, columns: list[str], payload: pa.Buffer) -> float:
     """Seconds of the COPY of ``payload`` (the write path's own CSV serialisation, built
     beforehand) into an unlogged, index-free copy of news."""
-    from bi_platform.news.pg_store import _copy_csv
+    from bi_platform.news.pg_write import _copy_csv
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -147,7 +148,7 @@ def time_copy(url: str, columns: list[str], payload: pa.Buffer) -> float:
 
 
 def time_batch_insert(url: str, columns: list[str], rows: list[tuple]) -> float:
-    """Seconds of the original loader: batches of INSERT ... ON CONFLICT DO NOTHING."""
+    """Seconds of the baseline loader: batches of INSERT ... ON CONFLICT DO NOTHING."""
     statement = sql.SQL(
         "INSERT INTO news ({}) VALUES ({}) ON CONFLICT (unique_id) DO NOTHING"
     ).format(
@@ -189,8 +190,8 @@ def edit_recent_rows(url: str, fraction: float = EDIT_FRACTION) -> int:
 
 
 def _migrate_in_child(url: str, repo_root: str) -> dict[str, Any]:
-    from bi_platform.news.dataset_repo import LocalDatasetRepo
-    from bi_platform.news.pg_store import migrate_from_repo
+    from bi_platform.news.dataset_repo_local import LocalDatasetRepo
+    from bi_platform.news.pg_migration import migrate_from_repo
 
     return migrate_from_repo(url, LocalDatasetRepo(repo_root)).as_dict()
 
@@ -205,7 +206,7 @@ def migrate(url: str, repo_root: Path) -> dict[str, Any]:
 
 def _sync_in_child(url: str, repo_root: str, full: bool) -> dict[str, Any]:
     """One :func:`sync_to_hf` (in a fresh process: its peak RSS is the sync's own)."""
-    from bi_platform.news.dataset_repo import LocalDatasetRepo
+    from bi_platform.news.dataset_repo_local import LocalDatasetRepo
     from bi_platform.news.hf_sync import sync_to_hf
 
     return sync_to_hf(url, LocalDatasetRepo(repo_root), full=full).as_dict()
@@ -235,7 +236,7 @@ def run(
     progress: Callable[[str], None] = lambda _: None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Run the four measurements; (per-stage measurements, the JSON summary)."""
-    from bi_platform.news.dataset_repo import LocalDatasetRepo
+    from bi_platform.news.dataset_repo_local import LocalDatasetRepo
     from bi_platform.sample_data.news import generate_news, month_shards
 
     admin = admin_url(database_url)

@@ -44,15 +44,14 @@ import pyarrow.parquet as pq
 from bi_platform.etl.estimation import stratified_estimate
 from bi_platform.etl.inbox import InboxFile, scan_inbox, split_partition_key
 from bi_platform.etl.layouts import LayoutError
-from bi_platform.etl.parser import (
+from bi_platform.etl.parse_common import (
     DEAD_LETTER_SCHEMA,
     EtlInputError,
     EtlOutputError,
     detect_format,
-    parse_file,
-    read_records,
     writer_schema,
 )
+from bi_platform.etl.parser import parse_file, read_records
 from bi_platform.etl.report import publish_report, render_report, system_profile, top_products
 from bi_platform.etl.resources import EtlResource
 from bi_platform.etl.security import (
@@ -61,9 +60,9 @@ from bi_platform.etl.security import (
     OpenedInboxFile,
     UnsafeInputError,
     open_inbox_file,
-    write_csv_safe,
 )
-from bi_platform.sample_data.files import atomic_target, write_bytes_atomic
+from bi_platform.lib.files import atomic_path, write_bytes_atomic
+from bi_platform.lib.safe_csv import write_csv_safe
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +231,7 @@ def _write_empty_outputs(etl: EtlResource, key: str) -> None:
             (records_path(etl, key), writer_schema(layout)),
             (dead_letter_path(etl, key), DEAD_LETTER_SCHEMA),
         ):
-            with atomic_target(path) as tmp:
+            with atomic_path(path) as tmp:
                 pq.write_table(schema.empty_table(), tmp)
         write_csv_safe(DEAD_LETTER_SCHEMA.empty_table(), dead_letter_path(etl, key, ".csv"))
     except OSError as exc:

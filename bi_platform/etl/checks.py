@@ -34,7 +34,8 @@ from bi_platform.etl.assets import (
     reject,
 )
 from bi_platform.etl.layouts import RecordLayout
-from bi_platform.etl.parser import detect_format, fd_file
+from bi_platform.etl.parse_common import detect_format
+from bi_platform.etl.parse_parquet import fd_file
 from bi_platform.etl.resources import EtlResource
 
 MAX_DEAD_LETTER_RATE = 0.05

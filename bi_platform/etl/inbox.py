@@ -30,13 +30,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bi_platform.etl.parser import EtlInputError, detect_format, fd_file
+from bi_platform.etl.parse_common import EtlInputError, detect_format
+from bi_platform.etl.parse_parquet import fd_file
 from bi_platform.etl.security import (
     FileIdentity,
     UnsafeInputError,
     open_inbox_file,
 )
-from bi_platform.sample_data.files import write_bytes_atomic
+from bi_platform.lib.files import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import jinja2
 import polars as pl
 import psutil
 
-from bi_platform.sample_data.files import atomic_target
+from bi_platform.lib.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -538,7 +538,7 @@ def publish_report(
     for name, content in outputs.items():
         target = report_dir / name
         data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-        with atomic_target(target) as tmp:
+        with atomic_path(target) as tmp:
             tmp.write_bytes(data)
         written[name] = target
     for path in previous:

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from bi_platform.etl.layouts import LayoutError, RecordLayout, get_layout
-from bi_platform.etl.parser import ParseOptions
+from bi_platform.etl.parse_common import ParseOptions
 from bi_platform.etl.security import AUDIT_DETAIL_MAX, AuditLog
 from bi_platform.settings import Settings, get_settings
 

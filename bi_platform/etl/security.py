@@ -1,13 +1,10 @@
-"""Input confinement, size limits, hashing, CSV formula neutralisation and the audit log.
+"""Input confinement, size limits, hashing and the audit log.
 
 - :func:`open_inbox_file` opens an inbox file without following any link and checks it
   on the descriptor (regular file, a single link, the inbox's device, the size limit):
   absolute names, ``..``, symbolic links, hard links and swaps between check and read
   are refused with the reason; the file is then read (and hashed) through that
   descriptor only;
-- :func:`neutralise_csv_cell` / :func:`write_csv_safe` follow OWASP's advice against CSV
-  (formula) injection: a cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
-  return is prefixed with a single quote, and every text cell is quoted by the writer;
 - :class:`AuditLog` appends one JSON line per processed or rejected file: name, size,
   sha256, result and a short detail -- never record contents nor secrets.
 """
@@ -27,17 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-
-from bi_platform.sample_data.files import atomic_target
-
 logger = logging.getLogger(__name__)
 
-#: First characters that make spreadsheet applications evaluate a cell (OWASP).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_PATTERN = r"^[=+\-@\t\r]"
 #: Longest ``detail`` kept in an audit entry (it names a reason, not data).
 AUDIT_DETAIL_MAX = 500
 
@@ -265,65 +253,6 @@ def sha256_fd(fd: int) -> str:
         digest.update(view[:count])
         offset += count
     return digest.hexdigest()
-
-
-def neutralise_csv_cell(value: str) -> str:
-    """``value`` prefixed with ``'`` when a spreadsheet would read it as a formula."""
-    if value and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
-def _neutralise_column(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    if pa.types.is_large_string(column.type) or pa.types.is_string_view(column.type):
-        column = column.cast(pa.string())
-    risky = pc.match_substring_regex(column, _FORMULA_PATTERN)
-    quoted = pc.binary_join_element_wise("'", column, "")
-    return pc.if_else(risky, quoted, column)
-
-
-def _is_text(type_: pa.DataType) -> bool:
-    if pa.types.is_dictionary(type_):
-        type_ = type_.value_type
-    return (
-        pa.types.is_string(type_)
-        or pa.types.is_large_string(type_)
-        or (pa.types.is_string_view(type_))
-    )
-
-
-def neutralise_table(table: pa.Table) -> pa.Table:
-    """``table`` with its text cells and header names neutralised (formula injection)."""
-    columns = [
-        _neutralise_column(table.column(i)) if _is_text(field.type) else table.column(i)
-        for i, field in enumerate(table.schema)
-    ]
-    return pa.table(columns, names=[neutralise_csv_cell(n) for n in table.schema.names])
-
-
-def _write_neutral_csv(table: pa.Table, sink: Any) -> None:
-    """``table`` as neutralised CSV into ``sink`` (a path or an Arrow stream), every text
-    cell quoted (so separators, quotes and newlines inside cells stay in place)."""
-    pacsv.write_csv(
-        neutralise_table(table), sink, write_options=pacsv.WriteOptions(quoting_style="needed")
-    )
-
-
-def csv_bytes(table: pa.Table) -> bytes:
-    """``table`` as neutralised CSV (for an HTTP response)."""
-    sink = pa.BufferOutputStream()
-    _write_neutral_csv(table, sink)
-    return sink.getvalue().to_pybytes()
-
-
-def write_csv_safe(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as neutralised CSV, atomically (streamed to a temp file, renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(path) as tmp:
-        _write_neutral_csv(table, tmp)
 
 
 class AuditLog:

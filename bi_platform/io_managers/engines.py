@@ -35,7 +35,6 @@ import shutil
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -59,6 +58,8 @@ from bi_platform.io_managers.integrity import (
     check_parts_consistent,
     verify_pages,
 )
+from bi_platform.lib.files import fsync_path
+from bi_platform.lib.warning_filters import silence_narwhals_dask_warning
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -66,35 +67,6 @@ if TYPE_CHECKING:
     from bi_platform.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# Narwhals warns on every Dask operation that Dask support moves to `narwhals-dask`, a
-# package not available here. Silence exactly that warning (message prefix + category).
-NARWHALS_DASK_WARNING = r"Dask support is moving out of Narwhals"
-
-
-def silence_narwhals_dask_warning() -> None:
-    """Put the filter for narwhals' "Dask support is moving out" FutureWarning first.
-
-    Done at import and again before this module's narwhals calls on Dask, since the
-    warning filters may have been reset meanwhile (pytest does per test). Idempotent; the
-    filters are left untouched when this one already comes first.
-    """
-    if warnings.filters and _is_our_filter(warnings.filters[0]):
-        return
-    warnings.filterwarnings("ignore", message=NARWHALS_DASK_WARNING, category=FutureWarning)
-
-
-def _is_our_filter(entry: tuple[Any, ...]) -> bool:
-    action, message, category, module, lineno = entry
-    pattern = getattr(message, "pattern", message)
-    return (action, pattern, category, module, lineno) == (
-        "ignore",
-        NARWHALS_DASK_WARNING,
-        FutureWarning,
-        None,
-        0,
-    )
-
 
 silence_narwhals_dask_warning()
 
@@ -741,21 +713,6 @@ def _remove(path: Path) -> None:
             shutil.rmtree(path)
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file or directory to disk (best effort where unsupported)."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _remove_stale_temps(final: Path) -> None:
     """Drop temporaries of ``final`` left by writers killed over an hour ago."""
     cutoff = time.time() - STALE_TEMP_SECONDS
@@ -793,7 +750,7 @@ def _publish(new: Path, final: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         _rename_over(new, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
 
 
 LOCK_NAME = ".parquet-publish.lock"
@@ -973,7 +930,7 @@ def _write_file(
         if isinstance(frame, pl.LazyFrame):
             frame = frame.collect()
         frame.write_parquet(tmp, use_pyarrow=True, pyarrow_options=dict(PAGE_CHECKSUM_OPTIONS))
-        _fsync(tmp)
+        fsync_path(tmp)
         if not publish:
             _prune_staged(final)
             return tmp
@@ -1005,8 +962,8 @@ def _write_directory(
         with dask_scheduler(config):
             frame.to_parquet(str(partial), write_index=False, **PAGE_CHECKSUM_OPTIONS)
         for part in partial.iterdir():
-            _fsync(part)
-        _fsync(partial)
+            fsync_path(part)
+        fsync_path(partial)
         if not publish:
             _rename_over(partial, version)
             return version
@@ -1043,4 +1000,4 @@ def _publish_directory(version: Path, final: Path) -> None:
             _rename_over(aside, final)
         raise
     _remove(aside)
-    _fsync(final.parent)
+    fsync_path(final.parent)

@@ -22,7 +22,8 @@ from bi_platform.news.hf_sync import (
     sync_to_hf,
 )
 from bi_platform.news.ingest import parse_inbox
-from bi_platform.news.pg_store import load_reference_data, migrate_from_repo
+from bi_platform.news.pg_migration import migrate_from_repo
+from bi_platform.news.pg_reference import load_reference_data
 from bi_platform.news.records import HF_SCHEMA
 from bi_platform.news.reference_data import load_agencies, load_themes
 from bi_platform.news.resources import NewsDatasetRepoResource

@@ -1,17 +1,16 @@
 """Incremental sync PostgreSQL -> the HF dataset repo (PG is the source of truth).
 
-What the original daily sync got wrong, and what this module does instead:
+What is exported:
 
-* one file per day appended -> one shard per publication month, rewritten whole;
-* edited records never re-synced -> a row is pending while ``synced_to_hf_at IS NULL OR
-  updated_at > synced_to_hf_at`` (partial index ``news_hf_pending_idx``), and every month
-  holding a pending row is re-exported;
-* duplicates pushed when a dedup lookup failed -> no lookup at all: a month's shard is
-  simply PG's rows of that month (``unique_id`` is unique in PG), so edits merge and
-  duplicates cannot arise;
-* out of memory rewriting the whole dataset -> the shards are handed to
-  :meth:`DatasetRepo.commit` as a LAZY mapping whose ``__getitem__`` exports the month
-  from PG; commit reads one month at a time, so memory is bounded by one month.
+* one shard per publication month, rewritten whole;
+* a row is pending while ``synced_to_hf_at IS NULL OR updated_at > synced_to_hf_at``
+  (partial index ``news_hf_pending_idx``), and every month holding a pending row is
+  re-exported, so edited records are synced again;
+* a month's shard is PG's rows of that month (``unique_id`` is unique in PG), with no
+  dedup lookup: edits merge and duplicates cannot arise;
+* the shards are handed to :meth:`DatasetRepo.commit` as a LAZY mapping whose
+  ``__getitem__`` exports the month from PG; commit reads one month at a time, so memory
+  is bounded by one month.
 
 A sync (:func:`sync_to_hf`):
 
@@ -75,7 +74,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -89,8 +87,9 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
-from bi_platform.news import pg_store
+from bi_platform.news import sync_log
 from bi_platform.news.dataset_repo import crash_point, shard_path
+from bi_platform.news.pg_common import transaction
 from bi_platform.news.records import HF_COLUMNS, HF_SCHEMA, TIMEZONE
 
 if TYPE_CHECKING:
@@ -278,14 +277,6 @@ class ExportedKeys:
         return ids.to_pylist(), updated.to_pylist()
 
 
-@contextmanager
-def _transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """The caller's transaction; a new one only on an idle autocommit connection."""
-    idle = conn.info.transaction_status == TransactionStatus.IDLE
-    with conn.transaction() if (conn.autocommit and idle) else nullcontext():
-        yield
-
-
 def _export(conn: psycopg.Connection[Any], month: str) -> tuple[pa.Table, ExportedKeys]:
     """The month's rows (HF_SCHEMA, sorted) and the keys of the rows, streamed.
 
@@ -303,7 +294,7 @@ def _export(conn: psycopg.Connection[Any], month: str) -> tuple[pa.Table, Export
     params = _month_range(month)
     own = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
     with (
-        _transaction(conn),
+        transaction(conn),
         conn.cursor(name=f"hf_export_{month}", row_factory=tuple_row) as cur,
     ):
         if own:
@@ -699,10 +690,10 @@ def _log_failure(conninfo: str, conn: psycopg.Connection[Any], log_id: int, erro
     try:
         if conn.broken or conn.closed:
             with psycopg.connect(conninfo, autocommit=True) as fresh:
-                pg_store.finish_log(fresh, log_id, "failed", error=error)
+                sync_log.finish_log(fresh, log_id, "failed", error=error)
         else:
-            with _transaction(conn):
-                pg_store.finish_log(conn, log_id, "failed", error=error)
+            with transaction(conn):
+                sync_log.finish_log(conn, log_id, "failed", error=error)
     except Exception:
         logger.exception("could not record the failure of sync_log row %d", log_id)
 
@@ -788,13 +779,13 @@ def _sync(
         "working_copy_repaired": repaired,
     }
     if not export and not delete:
-        log_id = pg_store.start_log(conn, SYNC_OPERATION, None, details)
-        pg_store.finish_log(conn, log_id, "success", 0, 0, 0, revision=parent)
+        log_id = sync_log.start_log(conn, SYNC_OPERATION, None, details)
+        sync_log.finish_log(conn, log_id, "success", 0, 0, 0, revision=parent)
         logger.info("HF sync: nothing to sync; head stays %s", parent)
         return SyncReport([], 0, 0, parent, 0.0, None, log_id=log_id, repaired=repaired, full=full)
 
     scope = ",".join(sorted(export + delete))
-    log_id = pg_store.start_log(conn, SYNC_OPERATION, scope, details)  # committed: autocommit
+    log_id = sync_log.start_log(conn, SYNC_OPERATION, scope, details)  # committed: autocommit
     logger.info(
         "HF sync %d: writing %s, deleting %s onto %s (%d pending rows)",
         log_id,
@@ -831,7 +822,7 @@ def _sync(
         with conn.transaction():
             marked = _mark_synced(conn, shards.exported, info.revision, all_rows=full)
             timings["mark"] = time.perf_counter() - mark_started
-            pg_store.finish_log(
+            sync_log.finish_log(
                 conn,
                 log_id,
                 "success",

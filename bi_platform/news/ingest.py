@@ -27,7 +27,7 @@ sent (the record gets the former); a supplied ``content_hash`` when it equals th
 computed one; anything else is a rejection ("supplied unique_id differs from the
 computed one"), never an overwrite of another story. Fields that are not HF columns
 are kept in ``extra`` (JSON text; stored in PostgreSQL's ``news.extra``). Theme codes and
-NUL characters are checked by the writer (:func:`bi_platform.news.pg_store.validate_records`,
+NUL characters are checked by the writer (:func:`bi_platform.news.validation.validate_records`,
 the same for every storage backend), which applies the same identity rules again.
 
 Pure: no database, no Dagster.

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from bi_platform.news.dataset_repo import DatasetRepo, HubDatasetRepo, open_dataset_repo
+from bi_platform.news.dataset_repo import DatasetRepo, open_dataset_repo
+from bi_platform.news.dataset_repo_hub import HubDatasetRepo
 from bi_platform.settings import get_settings
 
 

@@ -3,11 +3,11 @@
 :class:`StorageAdapter` is the seam the ingest goes through while the source of truth
 moves from the HuggingFace dataset to PostgreSQL:
 
-* ``postgres`` (default): :func:`~bi_platform.news.pg_store.write_records` plus the
+* ``postgres`` (default): :func:`~bi_platform.news.pg_write.write_records` plus the
   parse-time rejections into ``news_rejected``, with an ``ingest`` ``sync_log`` row, all
   in ONE transaction.
 * ``huggingface``: the records are validated by the same
-  :func:`~bi_platform.news.pg_store.validate_records` as the other backends, against the
+  :func:`~bi_platform.news.validation.validate_records` as the other backends, against the
   packaged reference data and the repo's head (:func:`repo_versions` reads the ids,
   agencies, urls and extraction times of every shard: the same duplicate-url,
   correction and older-version rules as PostgreSQL), then merged into their month
@@ -16,7 +16,7 @@ moves from the HuggingFace dataset to PostgreSQL:
   head that was read. Rejected records are recorded in PostgreSQL's ``news_rejected``
   when a ``conninfo`` is given, else appended to a JSON lines dead-letter file:
   ``dead_letter_path``, by default ``news_rejected.jsonl`` next to a
-  :class:`~bi_platform.news.dataset_repo.LocalDatasetRepo`'s directory (``<repo
+  :class:`~bi_platform.news.dataset_repo_local.LocalDatasetRepo`'s directory (``<repo
   root>/../news_rejected.jsonl``). They are recorded after the commit, so a failed write
   leaves no trace and can simply be retried. The unknown fields of a record (``extra``)
   are accepted as on the other backends but cannot be stored in the HF dataset (fixed
@@ -62,7 +62,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from bi_platform.news import pg_store
+from bi_platform.news import pg_common, pg_reference, pg_write, sync_log, validation
 from bi_platform.news.ingest import Rejected
 from bi_platform.news.records import EXTRA_COLUMN, HF_COLUMNS, HF_SCHEMA, TIMEZONE, Version
 
@@ -143,7 +143,7 @@ class WriteOutcome:
     """
 
     backend: StorageBackend
-    result: pg_store.WriteResult
+    result: pg_write.WriteResult
     rejected_recorded: int = 0
     pg_written: bool = False
     hf_written: bool = False
@@ -308,7 +308,7 @@ def repo_versions(
 ) -> list[Version]:
     """The versions the repo holds at ``revision`` of the stories with these ids or
     (agency, url) keys: the huggingface backend's lookup for
-    :func:`~bi_platform.news.pg_store.validate_records`.
+    :func:`~bi_platform.news.validation.validate_records`.
 
     Every shard is read, five columns only (the repo has no index by url; ~300k rows
     read this way take well under a second locally).
@@ -357,7 +357,7 @@ _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": 
 
 def _dead_letter_line(entry: Mapping[str, Any]) -> str:
     """One dead-letter record: a JSON line (UTF-8 text kept readable)."""
-    text = json.dumps(pg_store.jsonable(entry), ensure_ascii=False)
+    text = json.dumps(pg_common.jsonable(entry), ensure_ascii=False)
     return text.translate(_LINE_BREAKS) + "\n"
 
 
@@ -472,16 +472,16 @@ class StorageAdapter:
         rejected: Sequence[Rejected],
         source: str,
         row_sources: Sequence[str] | None,
-    ) -> tuple[pg_store.WriteResult, int]:
+    ) -> tuple[pg_write.WriteResult, int]:
         with conn.transaction():
-            log_id = pg_store.start_log(
+            log_id = sync_log.start_log(
                 conn, INGEST_OPERATION, source, {"backend": self.backend.value}
             )
-            result = pg_store.write_records(
+            result = pg_write.write_records(
                 conn, records, source=source, log_id=log_id, row_sources=row_sources
             )
-            recorded = pg_store.insert_rejected(conn, rejected, log_id)
-            pg_store.finish_log(
+            recorded = pg_write.insert_rejected(conn, rejected, log_id)
+            sync_log.finish_log(
                 conn,
                 log_id,
                 "success",
@@ -516,9 +516,9 @@ class StorageAdapter:
         repo = self.repo
         assert repo is not None
         started = time.perf_counter()
-        reference = pg_store.ReferenceSets.from_reference_data(load_agencies(), load_themes())
+        reference = pg_reference.ReferenceSets.from_reference_data(load_agencies(), load_themes())
         head = repo.head()
-        validated = pg_store.validate_records(
+        validated = validation.validate_records(
             records,
             reference,
             source=source,
@@ -526,7 +526,7 @@ class StorageAdapter:
             stored=lambda ids, keys: repo_versions(repo, head, ids, keys),
         )
         replaces = {
-            new: (old.unique_id, pg_store.month_of(old.published_at))
+            new: (old.unique_id, pg_write.month_of(old.published_at))
             for new, old in validated.replaces.items()
             if old.published_at is not None
         }
@@ -550,14 +550,14 @@ class StorageAdapter:
                 source,
                 not_stored,
             )
-        result = pg_store.WriteResult(
+        result = pg_write.WriteResult(
             rows_in=records.num_rows,
             inserted=merge.inserted,
             updated=merge.updated,
             unchanged=merge.unchanged + validated.duplicates,
             rejected=len(validated.rejected),
             duplicates=validated.duplicates,
-            rejected_by_reason=pg_store.count_reasons(validated.rejected),
+            rejected_by_reason=pg_common.count_reasons(validated.rejected),
             seconds=time.perf_counter() - started,
             corrected=merge.corrected,
             unique_ids=tuple(validated.table.column("unique_id").to_pylist()),
@@ -587,7 +587,7 @@ class StorageAdapter:
             return 0
         if self.conninfo:
             with psycopg.connect(self.conninfo, autocommit=True) as conn, conn.transaction():
-                return pg_store.insert_rejected(conn, rejected)
+                return pg_write.insert_rejected(conn, rejected)
         assert self.dead_letter_path is not None
         now = datetime.now(UTC).isoformat()
         lines = "".join(
@@ -596,7 +596,7 @@ class StorageAdapter:
                     "source": r.source,
                     "reason": r.reason,
                     "fields": list(r.fields),
-                    "raw": pg_store.storable_raw(r.raw),
+                    "raw": pg_common.storable_raw(r.raw),
                     "raw_text": r.raw_text,
                     "unique_id": r.unique_id,
                     "rejected_at": now,

@@ -10,7 +10,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 from pydantic import Field, PrivateAttr
 
-from bi_platform.runtime.services import database_url, mask_password
+from bi_platform.lib.secrets import mask_password
+from bi_platform.runtime.services import database_url
 from bi_platform.settings import get_settings
 
 

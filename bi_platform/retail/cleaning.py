@@ -47,7 +47,6 @@ per-backend function does it (Polars, and pandas / Dask through pyarrow).
 from __future__ import annotations
 
 import unicodedata
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -57,9 +56,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from bi_platform.lib.warning_filters import silence_narwhals_dask_warning
 from bi_platform.retail.schema import PT_BR, NumberFormat, RetailTable
 
-warnings.filterwarnings("ignore", message="Dask support is moving out of Narwhals")
+silence_narwhals_dask_warning()
 
 #: The time zone of the ERP's naive timestamps.
 ERP_TIME_ZONE = "America/Sao_Paulo"

@@ -1,5 +1,5 @@
-"""The table inventory (the plan's ``analyze_all_tables``): size, rows, columns and the
-engine each retail table routes to under the threshold in force.
+"""The table inventory: size, rows, columns and the engine each retail table routes to
+under the threshold in force.
 
 Reads Parquet footers only: no table is loaded.
 """
@@ -7,7 +7,6 @@ Reads Parquet footers only: no table is loaded.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,19 @@ from bi_platform.io_managers.engines import (
     parquet_schema,
     size_mb,
 )
+from bi_platform.lib.files import write_text_atomic
 
 
 def analyze_tables(tables: Mapping[str, Path], config: EngineConfig) -> dict[str, Any]:
-    """One entry per table (sorted by name) plus totals, as the plan's JSON report."""
+    """The inventory of ``tables`` under ``config``.
+
+    Args:
+        tables: Table name -> Parquet file or directory.
+        config: The engine thresholds in force.
+
+    Returns:
+        One entry per table (sorted by name) plus totals, as written to the JSON report.
+    """
     entries = []
     for name, path in sorted(tables.items()):
         files = parquet_files(path)
@@ -70,9 +78,14 @@ def inventory_markdown(report: Mapping[str, Any]) -> str:
 
 
 def write_json_atomic(report: Mapping[str, Any], path: Path) -> Path:
-    """Write ``report`` as JSON to ``path`` through a temporary file and a rename."""
+    """Write ``report`` as indented JSON to ``path``, atomically and durably.
+
+    Args:
+        report: The inventory (see :func:`analyze_tables`).
+        path: The JSON file; its parent directories are created.
+
+    Returns:
+        ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")

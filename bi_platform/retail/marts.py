@@ -8,11 +8,11 @@ group_by only takes plain column aggregations, so derived values are computed fi
 
 from __future__ import annotations
 
-import warnings
-
 import narwhals as nw
 
-warnings.filterwarnings("ignore", message="Dask support is moving out of Narwhals")
+from bi_platform.lib.warning_filters import silence_narwhals_dask_warning
+
+silence_narwhals_dask_warning()
 
 #: The team's definition of a critical rupture: no stock at the DC, the store below its
 #: sales-floor target, and the product selling.

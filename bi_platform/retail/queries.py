@@ -35,7 +35,6 @@ import math
 import operator
 import re
 import time
-import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +43,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import narwhals as nw
 import polars as pl
 
+from bi_platform.lib.warning_filters import narwhals_dask_quiet, silence_narwhals_dask_warning
 from bi_platform.retail.marts import CRITICAL_RUPTURE
 from bi_platform.retail.schema import ABC_CLASSES, ADMMAT_SCHEMA, SEGMENTS
 
 if TYPE_CHECKING:
     import duckdb
 
-_DASK_WARNING = "Dask support is moving out of Narwhals"
-warnings.filterwarnings("ignore", message=_DASK_WARNING, category=FutureWarning)
+silence_narwhals_dask_warning()
 
 logger = logging.getLogger(__name__)
 
@@ -1317,8 +1316,7 @@ def scan_admmat(
     if engine == "dask":
         import dask.dataframe as dd
 
-        with warnings.catch_warnings():  # pytest resets the module-level filter
-            warnings.filterwarnings("ignore", message=_DASK_WARNING, category=FutureWarning)
+        with narwhals_dask_quiet():  # pytest resets the module-level filter
             return nw.from_native(dd.read_parquet(str(source), columns=cols))
     if engine == "duckdb":
         import duckdb

@@ -48,6 +48,8 @@ import psycopg
 from filelock import FileLock
 from psycopg import sql
 
+from bi_platform.lib.files import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASES = ("bi_platform", "dagster")
@@ -484,9 +486,7 @@ class LocalPostgres:
             return {}
 
     def _write_state(self, **state: object) -> None:
-        tmp = self.state_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        tmp.replace(self.state_file)
+        write_text_atomic(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def _postmaster(self) -> tuple[int, int] | None:
         """(pid, port) from postmaster.pid when that process is alive, else None."""

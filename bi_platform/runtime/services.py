@@ -12,12 +12,13 @@ installs the Dagster instance config into ``$DAGSTER_HOME``.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from bi_platform.lib.files import atomic_path, write_text_atomic
+from bi_platform.lib.secrets import mask_password
 from bi_platform.runtime.postgres import (
     LocalPostgres,
     PostgresRuntimeError,
@@ -35,16 +36,6 @@ APP_DATABASE = "bi_platform"
 DAGSTER_DATABASE = "dagster"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_YAML = PROJECT_ROOT / "dagster.yaml"
-
-
-def mask_password(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def with_database(url: str, database: str) -> str:
@@ -226,12 +217,7 @@ def write_services_env(settings: Settings, service: PostgresService) -> Path:
     target = settings.services_env_file
     lines = ["# Written by `bi-platform up`. Load with: set -a; . ./services.env; set +a"]
     lines += [f"{key}={_quote(value)}" for key, value in services_env(settings, service).items()]
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    tmp.replace(target)
-    return target
+    return write_text_atomic(target, "\n".join(lines) + "\n", mode=0o600)
 
 
 def read_services_env(path: Path) -> dict[str, str]:
@@ -265,9 +251,8 @@ def install_dagster_instance(settings: Settings) -> Path:
             f"(`pip install -e .`), or DAGSTER_HOME must hold a dagster.yaml of your own."
         )
     if INSTANCE_YAML.resolve() != target.resolve():
-        tmp = target.with_suffix(".yaml.tmp")
-        shutil.copyfile(INSTANCE_YAML, tmp)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(INSTANCE_YAML, tmp)
     return target
 
 
@@ -289,7 +274,6 @@ __all__ = [
     "database_url",
     "down",
     "install_dagster_instance",
-    "mask_password",
     "postgres_status",
     "status_json",
     "up",

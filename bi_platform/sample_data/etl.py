@@ -40,7 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bi_platform.etl.layouts import RecordLayout, get_layout
-from bi_platform.sample_data.files import atomic_target, write_bytes_atomic
+from bi_platform.lib.files import atomic_path, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def write_binary_file(
 ) -> int:
     """Write ``n`` valid records to ``path`` (atomically, in chunks); returns the bytes."""
     rng = _rng(seed, path.name)
-    with atomic_target(path) as tmp, tmp.open("wb") as out:
+    with atomic_path(path, durable=False) as tmp, tmp.open("wb") as out:
         next_id = first_id
         for size in _chunks(n):
             out.write(generate_records(layout, catalogue, rng, size, next_id).tobytes())
@@ -545,14 +545,14 @@ def write_etl_sources(
         next_id += count
         table = records_table(records, layout)
         if name.endswith(".csv"):
-            write_bytes_atomic(inbox / name, _csv_bytes(table))
+            write_bytes_atomic(inbox / name, _csv_bytes(table), durable=False)
         else:
-            with atomic_target(inbox / name) as tmp:
+            with atomic_path(inbox / name, durable=False) as tmp:
                 pq.write_table(table, tmp, compression="zstd")
         done(name, PROCESSED, count, "valid records exported by another system")
 
     copy = inbox / "export_0001_copy.csv"
-    write_bytes_atomic(copy, (inbox / "export_0001.csv").read_bytes())
+    write_bytes_atomic(copy, (inbox / "export_0001.csv").read_bytes(), durable=False)
     done(copy.name, DUPLICATE, None, MALFORMED[copy.name][1])
 
     makers = {
@@ -570,22 +570,24 @@ def write_etl_sources(
             layout, catalogue, _rng(seed, name), prof.malformed_records, next_id
         )
         next_id += prof.malformed_records
-        write_bytes_atomic(inbox / name, make(layout, records))
+        write_bytes_atomic(inbox / name, make(layout, records), durable=False)
         expect, what = MALFORMED[name]
         done(name, expect, None, what)
 
-    write_bytes_atomic(inbox / "bad_empty.bin", b"")
+    write_bytes_atomic(inbox / "bad_empty.bin", b"", durable=False)
     done("bad_empty.bin", REJECTED, None, MALFORMED["bad_empty.bin"][1])
     oversize = inbox / "bad_oversize.bin"
-    with atomic_target(oversize) as tmp:
+    with atomic_path(oversize, durable=False) as tmp:
         tmp.touch()
         os.truncate(tmp, int((limit_mb + 1) * 2**20))  # sparse: no disk blocks used
     done("bad_oversize.bin", REJECTED, None, MALFORMED["bad_oversize.bin"][1])
-    write_bytes_atomic(inbox / "bad_format.txt", b"id;quantidade\n1;2\n")
+    write_bytes_atomic(inbox / "bad_format.txt", b"id;quantidade\n1;2\n", durable=False)
     done("bad_format.txt", REJECTED, None, MALFORMED["bad_format.txt"][1])
     target = inbox / ESCAPE_TARGET
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(target, (_CSV_HEADER + "\n1,2026-01-05T10:00:00Z,1,100,Segredo\n").encode())
+    write_bytes_atomic(
+        target, (_CSV_HEADER + "\n1,2026-01-05T10:00:00Z,1,100,Segredo\n").encode(), durable=False
+    )
     link = inbox / "escape.csv"
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -602,7 +604,9 @@ def write_etl_sources(
 
     manifest = {**params, "records": next_id - 1, "files": dict(sorted(files.items()))}
     write_bytes_atomic(
-        inbox / MANIFEST_NAME, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+        inbox / MANIFEST_NAME,
+        (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode(),
+        durable=False,
     )
     logger.info(
         "etl inbox (%s, seed %d): %d files in %s in %.1fs",

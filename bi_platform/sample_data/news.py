@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bi_platform.lib.files import atomic_path, write_bytes_atomic
 from bi_platform.news.records import HF_SCHEMA, TIMESTAMP, TIMEZONE
 from bi_platform.news.reference_data import (
     AGENCIES_FILE,
@@ -50,7 +51,6 @@ from bi_platform.news.reference_data import (
     load_agencies,
     load_themes,
 )
-from bi_platform.sample_data.files import atomic_target, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -1272,7 +1272,7 @@ def _profile(profile: str | NewsProfile) -> NewsProfile:
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    with atomic_target(path) as tmp:
+    with atomic_path(path, durable=False) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
@@ -1345,7 +1345,7 @@ def _write_initial(
         "shards": entries,
     }
     payload = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-    write_bytes_atomic(repo_dir / MANIFEST_NAME, payload.encode())
+    write_bytes_atomic(repo_dir / MANIFEST_NAME, payload.encode(), durable=False)
     logger.info(
         "news dataset (%s, seed %d): %d records in %d shards written to %s in %.1fs",
         prof.name,
@@ -1562,7 +1562,7 @@ def inbox_file(inbox_dir: Path, day: date) -> Path:
 def _write_batch(inbox_dir: Path, batch: InboxBatch) -> Path:
     inbox_dir.mkdir(parents=True, exist_ok=True)
     path = inbox_file(inbox_dir, batch.day)
-    write_bytes_atomic(path, ("\n".join(batch.lines) + "\n").encode())
+    write_bytes_atomic(path, ("\n".join(batch.lines) + "\n").encode(), durable=False)
     return path
 
 
@@ -1640,5 +1640,5 @@ def write_news_sources(
         existing = pa.concat_tables([existing, batch.new_records])
     inbox_manifest = {**params, "batches": dict(sorted(recorded.items()))}
     payload = json.dumps(inbox_manifest, indent=2, ensure_ascii=False) + "\n"
-    write_bytes_atomic(manifest_path, payload.encode())
+    write_bytes_atomic(manifest_path, payload.encode(), durable=False)
     return {"initial": initial, "inbox": inbox_manifest}

@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from bi_platform.lib.files import atomic_path, write_bytes_atomic
 from bi_platform.retail.schema import (
     ALL_TABLES,
     LARGE_FACT_TABLE,
@@ -39,7 +40,6 @@ from bi_platform.retail.schema import (
     TABLES,
     RetailTable,
 )
-from bi_platform.sample_data.files import atomic_target, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -1643,33 +1643,33 @@ def write_large_fact(
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     u = _profile_universe(prof, seed)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    n_chunks = max(1, math.ceil(rows / chunk_rows))
-    next_cupom = 1_000_000_001
-    writer: pq.ParquetWriter | None = None
-    try:
-        for c in range(n_chunks):
-            n = min(chunk_rows, rows - c * chunk_rows)
-            day0 = _REF_DAY - 364 + 365 * c // n_chunks
-            day1 = max(day0, _REF_DAY - 365 + 365 * (c + 1) // n_chunks)
-            chunk = _vendas_itens_chunk(u, _rng(seed, "vendas_itens", c), n, next_cupom, day0, day1)
-            next_cupom = int(chunk["CUPOM"][-1]) + 1 if n else next_cupom
-            table = chunk.to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-            writer.write_table(table, row_group_size=max(n, 1))
-            logger.debug("vendas_itens: chunk %d/%d written", c + 1, n_chunks)
-        if writer is None:  # rows == 0: an empty file with the right schema
-            empty = pl.DataFrame(schema=LARGE_FACT_TABLE.raw_schema).to_arrow()
-            writer = pq.ParquetWriter(tmp, empty.schema, compression="zstd")
-            writer.write_table(empty)
-        writer.close()
-        writer = None
-        tmp.replace(path)
-    finally:
-        if writer is not None:
+    with atomic_path(path, durable=False) as tmp:
+        n_chunks = max(1, math.ceil(rows / chunk_rows))
+        next_cupom = 1_000_000_001
+        writer: pq.ParquetWriter | None = None
+        try:
+            for c in range(n_chunks):
+                n = min(chunk_rows, rows - c * chunk_rows)
+                day0 = _REF_DAY - 364 + 365 * c // n_chunks
+                day1 = max(day0, _REF_DAY - 365 + 365 * (c + 1) // n_chunks)
+                chunk = _vendas_itens_chunk(
+                    u, _rng(seed, "vendas_itens", c), n, next_cupom, day0, day1
+                )
+                next_cupom = int(chunk["CUPOM"][-1]) + 1 if n else next_cupom
+                table = chunk.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table, row_group_size=max(n, 1))
+                logger.debug("vendas_itens: chunk %d/%d written", c + 1, n_chunks)
+            if writer is None:  # rows == 0: an empty file with the right schema
+                empty = pl.DataFrame(schema=LARGE_FACT_TABLE.raw_schema).to_arrow()
+                writer = pq.ParquetWriter(tmp, empty.schema, compression="zstd")
+                writer.write_table(empty)
             writer.close()
-        tmp.unlink(missing_ok=True)
+            writer = None
+        finally:
+            if writer is not None:
+                writer.close()
     return path
 
 
@@ -1689,7 +1689,7 @@ def _table(name: str) -> RetailTable:
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    with atomic_target(path) as tmp:
+    with atomic_path(path, durable=False) as tmp:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
 
 
@@ -1777,6 +1777,7 @@ def write_retail_exports(
     write_bytes_atomic(
         out_dir / MANIFEST_NAME,
         (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode(),
+        durable=False,
     )
     logger.info(
         "retail exports (%s, seed %d) written to %s in %.1fs",

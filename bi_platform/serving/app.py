@@ -59,7 +59,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bi_platform.etl.security import csv_bytes
+from bi_platform.lib.safe_csv import csv_bytes
 from bi_platform.retail.queries import ALL_SEGMENTS, CATALOG, BusinessQuery, QueryParameterError
 from bi_platform.retail.schema import SEGMENTS
 from bi_platform.serving.auth import ApiKey, ApiKeyStore
@@ -303,7 +303,7 @@ def arrow_payload(table: pa.Table, name: str, data_version: str) -> bytes:
 
 
 def csv_payload(table: pa.Table) -> bytes:
-    """The result as CSV, text cells and header names neutralised (see etl.security)."""
+    """The result as CSV, text cells and header names neutralised (see lib.safe_csv)."""
     return csv_bytes(table)
 
 

@@ -19,10 +19,8 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +30,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from bi_platform.lib.files import write_text_atomic
 from bi_platform.serving.text import canonical_text
 
 logger = logging.getLogger(__name__)
@@ -201,18 +200,7 @@ class ApiKeyStore:
                 for key, digest in sorted(keys.values(), key=lambda e: e[0].created_at)
             ],
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, indent=2)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            Path(tmp).replace(self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(self.path, json.dumps(document, indent=2) + "\n", mode=0o600)
 
     def _locked(self) -> FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from bi_platform.etl.security import csv_bytes
+from bi_platform.lib.safe_csv import csv_bytes
 from bi_platform.retail.queries import ALL_SEGMENTS, CATALOG, BusinessQuery, Param
 from bi_platform.serving.cache import ttl_for
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import duckdb
 
 from bi_platform.io_managers.engines import parquet_files, parquet_row_count
+from bi_platform.lib.files import replace_durably
 from bi_platform.retail.marts import MARTS
 from bi_platform.retail.schema import TABLES
 
@@ -462,10 +463,7 @@ def build_warehouse(
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        with temp.open("rb") as fh:  # the data is on disk before it is published
-            os.fsync(fh.fileno())
-        temp.replace(target)  # os.replace: atomic on POSIX
-        _fsync_dir(target.parent)
+        replace_durably(temp, target)  # data on disk, then os.replace, then the directory
     except BaseException:
         for leftover in (temp, temp.with_name(temp.name + ".wal")):
             leftover.unlink(missing_ok=True)
@@ -487,17 +485,6 @@ def build_warehouse(
         info.seconds,
     )
     return info
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_read_only(path: Path | str, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:

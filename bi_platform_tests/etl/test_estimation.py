@@ -29,7 +29,8 @@ from bi_platform.etl.estimation import (
     student_t_quantile,
     with_sample_key,
 )
-from bi_platform.etl.parser import ParseOptions, parse_file, read_records
+from bi_platform.etl.parse_common import ParseOptions
+from bi_platform.etl.parser import parse_file, read_records
 from bi_platform.sample_data.etl import PROCESSED, read_manifest, write_etl_sources
 
 SEEDS = 200  # repeated samples per coverage test

@@ -35,7 +35,8 @@ from bi_platform.etl.checks import etl_checks
 from bi_platform.etl.definitions import defs
 from bi_platform.etl.inbox import split_partition_key
 from bi_platform.etl.resources import EtlResource
-from bi_platform.etl.security import FORMULA_PREFIXES, AuditLog
+from bi_platform.etl.security import AuditLog
+from bi_platform.lib.safe_csv import FORMULA_PREFIXES
 from bi_platform.sample_data.etl import DEAD_LETTER as EXPECT_DEAD_LETTER
 from bi_platform.sample_data.etl import (
     DUPLICATE,

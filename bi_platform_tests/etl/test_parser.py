@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bi_platform.etl.layouts import LayoutField, RecordLayout, get_layout
-from bi_platform.etl.parser import (
+from bi_platform.etl.parse_common import (
     DEAD_LETTER_SCHEMA,
     REASONS,
     EtlInputError,
@@ -24,9 +24,8 @@ from bi_platform.etl.parser import (
     ParseResult,
     detect_format,
     disk_schema,
-    parse_file,
-    read_records,
 )
+from bi_platform.etl.parser import parse_file, read_records
 
 LAYOUT = get_layout("default")
 TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
@@ -163,7 +162,7 @@ def test_chunk_boundaries_and_the_process_pool_change_nothing(
     source.write_bytes(pack(data) + b"\x01\x02\x03")
     reference, ref_records, ref_dead = run(tmp_path, source, options(), "whole")
     assert (reference.records_out, reference.dead_letter) == (2_992, 10)
-    caplog.set_level(logging.DEBUG, logger="bi_platform.etl.parser")
+    caplog.set_level(logging.DEBUG, logger="bi_platform.etl.parse_binary")
     for chunk_bytes, workers in ((1_000, 1), (1_000, 2), (56 * 500, 2), (56 * 3, 2)):
         tag = f"c{chunk_bytes}w{workers}"
         result, records, dead = run(

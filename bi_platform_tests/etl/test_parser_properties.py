@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from bi_platform.etl.checks import count_csv_records, count_source_records
 from bi_platform.etl.layouts import get_layout
-from bi_platform.etl.parser import REASONS, ParseOptions, parse_file
+from bi_platform.etl.parse_common import REASONS, ParseOptions
+from bi_platform.etl.parser import parse_file
 
 LAYOUT = get_layout("default")
 OPTIONS = ParseOptions(

@@ -1,13 +1,11 @@
 """Inbox confinement (links never followed, checks on the open descriptor), size limit,
-hashing, CSV formula neutralisation and the audit log."""
+hashing and the audit log."""
 
-import csv
 import hashlib
 import json
 import os
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from bi_platform.etl.security import (
@@ -16,11 +14,9 @@ from bi_platform.etl.security import (
     FileIdentity,
     InputChangedError,
     UnsafeInputError,
-    neutralise_csv_cell,
     open_inbox_file,
     resolve_inbox_file,
     sha256_fd,
-    write_csv_safe,
 )
 
 
@@ -167,67 +163,6 @@ def test_sha256_matches_hashlib(tmp_path: Path) -> None:
 def test_size_limit_is_checked_on_the_descriptor(inbox: Path) -> None:
     with pytest.raises(UnsafeInputError, match="exceeds the limit of 55 bytes"):
         resolve_inbox_file(inbox, "good.bin", max_bytes=55)
-
-
-@pytest.mark.parametrize(
-    ("cell", "expected"),
-    [
-        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
-        ("+1+2", "'+1+2"),
-        ("-2+3", "'-2+3"),
-        ("@SUM(A1)", "'@SUM(A1)"),
-        ("\tcmd", "'\tcmd"),
-        ("\rcmd", "'\rcmd"),
-        ("Café Pilão", "Café Pilão"),
-        ("a=b", "a=b"),
-        ("", ""),
-    ],
-)
-def test_neutralise_csv_cell(cell: str, expected: str) -> None:
-    assert neutralise_csv_cell(cell) == expected
-
-
-def test_write_csv_safe_round_trips_through_the_csv_module(tmp_path: Path) -> None:
-    cells = [
-        "=1+2",
-        "+SUM(A1:A9)",
-        "-cmd|' /C calc'!A0",
-        "@import",
-        "\t=tab",
-        "\r=cr",
-        'quote " inside',
-        "comma, inside",
-        "line\nbreak",
-        "Açúcar União 1kg",
-        None,
-    ]
-    table = pa.table(
-        {
-            "text": pa.array(cells, pa.string()),
-            "amount": pa.array([-5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], pa.int64()),
-            "label": pa.array(["=x"] * 11, pa.string()).dictionary_encode(),
-        }
-    )
-    out = tmp_path / "out" / "dead_letter.csv"
-    write_csv_safe(table, out)
-    with out.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["text", "amount", "label"]
-    body = rows[1:]
-    assert len(body) == len(cells)
-    expected = [neutralise_csv_cell(c) if c is not None else "" for c in cells]
-    assert [r[0] for r in body] == expected
-    assert all(not r[0].startswith(("=", "+", "-", "@", "\t", "\r")) for r in body)
-    assert [r[1] for r in body][:2] == ["-5", "1"]  # numbers are numbers, not formulas
-    assert {r[2] for r in body} == {"'=x"}
-    assert not list(out.parent.glob("*.tmp"))
-
-
-def test_write_csv_safe_neutralises_header_names(tmp_path: Path) -> None:
-    out = tmp_path / "h.csv"
-    write_csv_safe(pa.table({"=cmd": ["a"]}), out)
-    with out.open(newline="", encoding="utf-8") as f:
-        assert next(csv.reader(f)) == ["'=cmd"]
 
 
 def test_audit_log_appends_json_lines(tmp_path: Path) -> None:

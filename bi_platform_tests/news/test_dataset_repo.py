@@ -27,9 +27,7 @@ from bi_platform.news import dataset_repo as dr
 from bi_platform.news.dataset_repo import (
     ConflictError,
     DatasetRepo,
-    HubDatasetRepo,
     HubError,
-    LocalDatasetRepo,
     RevisionNotFoundError,
     SchemaError,
     ShardNotFoundError,
@@ -38,6 +36,8 @@ from bi_platform.news.dataset_repo import (
     open_dataset_repo,
     validate_table,
 )
+from bi_platform.news.dataset_repo_hub import HubDatasetRepo
+from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.records import HF_COLUMNS, HF_SCHEMA, TIMEZONE, unique_id
 from bi_platform.settings import Settings
 from bi_platform_tests.news import hub_test_server as _hub

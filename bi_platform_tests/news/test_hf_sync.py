@@ -14,17 +14,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from bi_platform.news import hf_sync, pg_schema, pg_store
+from bi_platform.news import hf_sync, pg_reference, pg_schema, pg_write
 from bi_platform.news.dataset_repo import (
     CommitInfo,
     DatasetRepo,
-    HubDatasetRepo,
     HubError,
-    LocalDatasetRepo,
     Published,
     PublishedDifference,
     month_of,
 )
+from bi_platform.news.dataset_repo_hub import HubDatasetRepo
+from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.records import HF_SCHEMA, TIMEZONE, content_hash
 from bi_platform.news.reference_data import load_agencies, load_themes
 from bi_platform.sample_data.news import generate_news, month_shards
@@ -48,8 +48,8 @@ def db(pg_url: str, records: pa.Table) -> str:
     """A migrated database holding the reference data and ``records``; its URL."""
     pg_schema.migrate(pg_url)
     with psycopg.connect(pg_url) as conn:
-        pg_store.load_reference_data(conn, load_agencies(), load_themes())
-        result = pg_store.write_records(conn, records, source="test")
+        pg_reference.load_reference_data(conn, load_agencies(), load_themes())
+        result = pg_write.write_records(conn, records, source="test")
     assert result.inserted == N_RECORDS, result
     return pg_url
 
@@ -93,7 +93,7 @@ def edit(url: str, records: pa.Table, unique_id: str, content: str) -> None:
         pa.array([content_hash(title, content)]),
     )
     with psycopg.connect(url) as conn:
-        result = pg_store.write_records(conn, row, source="edit")
+        result = pg_write.write_records(conn, row, source="edit")
     assert result.updated == 1, result
 
 

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bi_platform.news import pg_schema
-from bi_platform.news.dataset_repo import LocalDatasetRepo
+from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.ingest import ParsedBatch, parse_inbox
-from bi_platform.news.pg_store import load_reference_data
+from bi_platform.news.pg_reference import load_reference_data
 from bi_platform.news.records import (
     RECORD_SCHEMA,
     content_hash,

@@ -17,9 +17,11 @@ import pyarrow as pa
 import pytest
 
 from bi_platform.news import pg_schema
-from bi_platform.news.dataset_repo import CommitInfo, LocalDatasetRepo
+from bi_platform.news.dataset_repo import CommitInfo
+from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.ingest import ParsedBatch, parse_inbox
-from bi_platform.news.pg_store import load_reference_data, migrate_from_repo
+from bi_platform.news.pg_migration import migrate_from_repo
+from bi_platform.news.pg_reference import load_reference_data
 from bi_platform.news.records import DUPLICATE_URL, HF_SCHEMA, TIMEZONE
 from bi_platform.news.reference_data import load_agencies, load_themes
 from bi_platform.news.storage import (

@@ -35,18 +35,18 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from bi_platform.news import hf_sync, pg_schema, pg_store
+from bi_platform.news import hf_sync, pg_reference, pg_schema, pg_write
 from bi_platform.news.assets import hf_news_sync
 from bi_platform.news.checks import HF_GATES, evaluate_hf_gates, news_checks
 from bi_platform.news.dataset_repo import (
     CRASH_AT_ENV,
     CRASH_STEPS,
     DatasetRepo,
-    HubDatasetRepo,
-    LocalDatasetRepo,
     month_of,
     validate_table,
 )
+from bi_platform.news.dataset_repo_hub import HubDatasetRepo
+from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.records import content_hash
 from bi_platform.news.reference_data import load_agencies, load_themes
 from bi_platform.news.resources import NewsDatasetRepoResource
@@ -77,8 +77,8 @@ def db(pg_url: str, generated: tuple[pa.Table, pa.Table]) -> str:
     """A migrated database with the reference data and the first stories."""
     pg_schema.migrate(pg_url)
     with psycopg.connect(pg_url) as conn:
-        pg_store.load_reference_data(conn, load_agencies(), load_themes())
-        result = pg_store.write_records(conn, generated[0], source="test")
+        pg_reference.load_reference_data(conn, load_agencies(), load_themes())
+        result = pg_write.write_records(conn, generated[0], source="test")
     assert result.inserted == generated[0].num_rows, result
     return pg_url
 
@@ -148,7 +148,7 @@ def log_rows(url: str) -> list[tuple[int, str, str | None]]:
 
 def insert(url: str, table: pa.Table) -> None:
     with psycopg.connect(url) as conn:
-        result = pg_store.write_records(conn, table, source="later batch")
+        result = pg_write.write_records(conn, table, source="later batch")
     assert result.inserted == table.num_rows, result
 
 
@@ -392,7 +392,7 @@ _SYNC_IN_CHILD = """
 import logging
 import sys
 
-from bi_platform.news.dataset_repo import LocalDatasetRepo
+from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.hf_sync import sync_to_hf
 
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -24,9 +24,10 @@ import pyarrow as pa
 import pytest
 
 from bi_platform.news import pg_schema
-from bi_platform.news.dataset_repo import LocalDatasetRepo
+from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.ingest import ParsedBatch, parse_inbox
-from bi_platform.news.pg_store import load_reference_data, migrate_from_repo
+from bi_platform.news.pg_migration import migrate_from_repo
+from bi_platform.news.pg_reference import load_reference_data
 from bi_platform.news.records import (
     CONTENT_HASH_MISMATCH,
     DUPLICATE_URL,

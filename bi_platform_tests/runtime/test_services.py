@@ -26,18 +26,6 @@ def _cli(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProces
     )
 
 
-@pytest.mark.parametrize(
-    ("url", "masked"),
-    [
-        ("postgresql://postgres@127.0.0.1:5432/db", "postgresql://postgres@127.0.0.1:5432/db"),
-        ("postgresql://u:s3cr%40t@db.example:5432/x", "postgresql://u:***@db.example:5432/x"),
-        ("postgresql://u:p@h/x?sslmode=require", "postgresql://u:***@h/x?sslmode=require"),
-    ],
-)
-def test_mask_password(url: str, masked: str) -> None:
-    assert services.mask_password(url) == masked
-
-
 def test_with_database_keeps_server_and_query() -> None:
     url = "postgresql://u:p@h:1/app?sslmode=require"
     assert services.with_database(url, "dagster") == "postgresql://u:p@h:1/dagster?sslmode=require"
