@@ -23,8 +23,13 @@ from bi_platform.cadastral.delta import read_delta
 from bi_platform.cadastral.pg_sync import sync_to_postgres
 from bi_platform.cadastral.pipeline import KEY, consolidated_with_hash
 from bi_platform.cadastral.reference import SOURCE_TABLES
-from bi_platform.cadastral.resources import CadastralSparkResource, version_for_load_date
+from bi_platform.cadastral.resources import (
+    CadastralSparkResource,
+    stage_metrics_metadata,
+    version_for_load_date,
+)
 from bi_platform.cadastral.sources import read_source
+from bi_platform.cadastral.spark_metrics import StageMetricsCollector
 from bi_platform.resources import PostgresResource, pg_table_schema
 from bi_platform.settings import get_settings
 
@@ -194,17 +199,17 @@ def _table_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
 )
 def coletapedt001(context: dg.AssetExecutionContext, spark: CadastralSparkResource):
     load_date = partition_date(context)
-    rows, quarantine = transforms.coletapedt001(
+    outputs = transforms.coletapedt001_outputs(
         _source(spark, "pedt001", load_date), transforms.lookup_tables(spark.spark_session)
     )
     context.log.info("coletapedt001 from dat_ref_carga=%s", load_date)
     meta = {"dat_ref_carga": load_date.isoformat()}
     selected = context.op_execution_context.selected_output_names
     if "coletapedt001" in selected:
-        yield dg.Output(rows, output_name="coletapedt001", metadata=meta)
+        yield dg.Output(outputs.rows, output_name="coletapedt001", metadata=meta)
     if "coletapedt001_quarantine" in selected:
-        yield dg.Output(quarantine, output_name="coletapedt001_quarantine", metadata=meta)
-    spark.spark_session.catalog.clearCache()  # the part both outputs shared
+        yield dg.Output(outputs.quarantine, output_name="coletapedt001_quarantine", metadata=meta)
+    outputs.shared.unpersist()  # the per-person aggregate both outputs derive from
     yield from _table_checks(context, spark, P001)
 
 
@@ -388,17 +393,18 @@ def cadastral_pg_sync(
         )
     session = spark.spark_session
     started = time.perf_counter()
-    result = sync_to_postgres(
-        session,
-        read_delta(session, uri, version),
-        postgres.resolved_url(),
-        table=PG_TABLE,
-        key=KEY,
-        delta_uri=uri,
-        delta_version=version,
-        full_compare=config.full_compare,
-        retries=get_settings().cadastral_sync_retries,
-    )
+    with StageMetricsCollector(session).measure(PG_SYNC.to_user_string()) as metrics:
+        result = sync_to_postgres(
+            session,
+            read_delta(session, uri, version),
+            postgres.resolved_url(),
+            table=PG_TABLE,
+            key=KEY,
+            delta_uri=uri,
+            delta_version=version,
+            full_compare=config.full_compare,
+            retries=get_settings().cadastral_sync_retries,
+        )
     with postgres.connection() as conn:
         pg_schema = pg_table_schema(conn, PG_TABLE, schema="cadastral")
     context.log.info(
@@ -428,6 +434,7 @@ def cadastral_pg_sync(
             "dagster/column_schema": pg_schema,
             "pg_table": f"cadastral.{PG_TABLE}",
             "database": postgres.masked_url,
+            **stage_metrics_metadata(metrics),
         }
     )
 

@@ -1,6 +1,12 @@
 """The cadastral pipeline end to end without Dagster: the same stages, in the same order,
-with the same Delta hand-offs as the assets (each stage reads its inputs back through
-the Delta log). Used by ``bi-platform bench cadastral`` and the tests.
+each committing its own Delta version, as the assets. Used by ``bi-platform bench
+cadastral`` and the tests.
+
+Inside one run, a stage's output is persisted while it is written and handed to the
+stages after it as is (hash-partitioned by ``chave_pessoa`` like every stage output), so
+``coletapedt002`` joins the persons without a shuffle and ``cadastro_consolidado`` joins
+the four outputs in place rather than reading each back from Delta and shuffling it.
+Each stage's Spark work is measured (:mod:`.spark_metrics`): ``PipelineRun.metrics``.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyspark import StorageLevel
+
 from bi_platform.cadastral import transforms
-from bi_platform.cadastral.delta import DeltaCommit, read_delta, write_delta
+from bi_platform.cadastral.delta import DeltaCommit, write_delta
 from bi_platform.cadastral.row_hash import with_row_hash
 from bi_platform.cadastral.sources import latest_load_date, read_source
+from bi_platform.cadastral.spark_metrics import StageMetrics, StageMetricsCollector
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -47,6 +56,7 @@ class PipelineRun:
     load_date: date
     commits: dict[str, DeltaCommit] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, StageMetrics] = field(default_factory=dict)
 
     @property
     def total_seconds(self) -> float:
@@ -71,48 +81,68 @@ def run_pipeline(
     load_date = load_date or latest_load_date(raw_root)
     run = PipelineRun(load_date)
     lookups = transforms.lookup_tables(spark)
+    collector = StageMetricsCollector(spark)
+    kept: list = []  # stage outputs persisted for the stages after them
 
-    def stage(name: str, build) -> None:
+    def stage(name: str, build) -> dict:
         started = time.perf_counter()
-        outputs = build()
-        for table, df in outputs.items():
-            run.commits[table] = write_delta(df, table_uri(delta_root, table))
-        spark.catalog.clearCache()  # what a stage persisted for its several outputs
+        with collector.measure(name) as metrics:
+            outputs, release = build()
+            try:
+                for table, df in outputs.items():
+                    run.commits[table] = write_delta(df, table_uri(delta_root, table))
+            finally:
+                for df in release:  # what only this stage's outputs shared
+                    df.unpersist()
+        run.metrics[name] = metrics
         run.seconds[name] = time.perf_counter() - started
         log.info("%s: %.2f s", name, run.seconds[name])
+        return outputs
 
-    def read(table: str):
-        return read_delta(spark, table_uri(delta_root, table))
+    def keep(df):
+        kept.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return df
 
     def source(table: str):
         return read_source(spark, raw_root, table, load_date)
 
     def stage_001():
-        rows, quarantine = transforms.coletapedt001(source("pedt001"), lookups)
-        return {"coletapedt001": rows, "coletapedt001_quarantine": quarantine}
+        out = transforms.coletapedt001_outputs(source("pedt001"), lookups)
+        return {
+            "coletapedt001": keep(out.rows),
+            "coletapedt001_quarantine": out.quarantine,
+        }, [out.shared]
 
-    def stage_002():
-        rows, quarantine = transforms.coletapedt002(
-            source("pedt002"), read("coletapedt001"), lookups
+    try:
+        p001 = stage("coletapedt001", stage_001)["coletapedt001"]
+
+        def stage_002():
+            rows, quarantine = transforms.coletapedt002(source("pedt002"), p001, lookups)
+            return {"coletapedt002": keep(rows), "coletapedt002_quarantine": quarantine}, []
+
+        p002 = stage("coletapedt002", stage_002)["coletapedt002"]
+        p003 = stage(
+            "coletapedt003",
+            lambda: ({"coletapedt003": keep(transforms.coletapedt003(source("pedt003")))}, []),
+        )["coletapedt003"]
+        p205 = stage(
+            "coletapedt205",
+            lambda: (
+                {
+                    "coletapedt205": keep(
+                        transforms.coletapedt205(source("pedt205"), max_asset_types)
+                    )
+                },
+                [],
+            ),
+        )["coletapedt205"]
+        # The four outputs are still persisted and hash-partitioned alike by chave_pessoa:
+        # the consolidated table joins them in place instead of reading them back.
+        stage(
+            "cadastro_consolidado",
+            lambda: ({"cadastro_consolidado": consolidated_with_hash(p001, p002, p003, p205)}, []),
         )
-        return {"coletapedt002": rows, "coletapedt002_quarantine": quarantine}
-
-    stage("coletapedt001", stage_001)
-    stage("coletapedt002", stage_002)
-    stage("coletapedt003", lambda: {"coletapedt003": transforms.coletapedt003(source("pedt003"))})
-    stage(
-        "coletapedt205",
-        lambda: {"coletapedt205": transforms.coletapedt205(source("pedt205"), max_asset_types)},
-    )
-    stage(
-        "cadastro_consolidado",
-        lambda: {
-            "cadastro_consolidado": consolidated_with_hash(
-                read("coletapedt001"),
-                read("coletapedt002"),
-                read("coletapedt003"),
-                read("coletapedt205"),
-            )
-        },
-    )
+    finally:
+        for df in kept:
+            df.unpersist()
     return run

@@ -17,7 +17,14 @@ import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
-from bi_platform.cadastral.delta import DeltaCommit, latest_version_where, read_delta, write_delta
+from bi_platform.cadastral.delta import (
+    DeltaCommit,
+    latest_version_where,
+    read_delta,
+    table_version,
+    write_delta,
+)
+from bi_platform.cadastral.spark_metrics import StageMetrics, StageMetricsCollector
 from bi_platform.cadastral.spark_session import start_spark
 from bi_platform.settings import get_settings
 
@@ -74,19 +81,34 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
     ``$BI_PLATFORM_HOME/delta/cadastral/coletapedt001``). Every materialization overwrites
     the table as a new Delta version; older versions stay readable (time travel, ``restore``).
 
+    **In-run hand-off**: an output is persisted while it is written; a later input of the
+    same process that needs exactly the version just committed gets that DataFrame (so
+    ``cadastro_consolidado`` joins the stage outputs in place, co-partitioned by
+    ``chave_pessoa``, rather than reading four tables back). Any other version, or after
+    the session changed, is read through the Delta log. One DataFrame per table is kept.
+    ``hand_off_in_run=False`` always reads through the log.
+
     **Partitions** (one per load date): the version written for partition ``D`` records
     ``dat_ref_carga=D`` in its commit metadata, and an input of partition ``D`` is the
     newest version written for ``D`` (not simply the latest), so a run reads exactly its
     own date's tables. Unpartitioned outputs and inputs use the latest version.
 
     **Metadata** per output: ``delta_version``, ``delta_files``, ``rows``, ``delta_uri``,
-    ``dagster/row_count`` and ``dagster/column_schema``.
+    ``dagster/row_count``, ``dagster/column_schema``, and the Spark stage metrics of the
+    write, which runs the asset's lazy transforms (:func:`stage_metrics_metadata`).
     """
 
     spark: dg.ResourceDependency[CadastralSparkResource]
     base_dir: str | None = Field(
         default=None,
         description="Root of the Delta tables; default: $BI_PLATFORM_HOME/delta.",
+    )
+    hand_off_in_run: bool = Field(
+        default=True,
+        description=(
+            "Give a later step of the same process the persisted DataFrame a Delta version "
+            "was just written from, instead of reading that version's files back."
+        ),
     )
 
     def _base_dir(self) -> Path:
@@ -120,19 +142,30 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
             raise dg.DagsterInvariantViolationError(
                 f"DeltaSparkIOManager expects a Spark DataFrame, got {type(obj).__name__}"
             )
+        from pyspark import StorageLevel
+
         uri = self._table_uri(context)
         partition = self._partition(context)
-        commit: DeltaCommit = write_delta(
-            obj,
-            uri,
-            mode="overwrite",
-            description=f"dagster run {context.run_id}",
-            commit_metadata={LOAD_DATE_METADATA: partition} if partition else None,
-        )
+        if self.hand_off_in_run:
+            # Kept for the steps of this process that read this very version (load_input).
+            obj.persist(StorageLevel.MEMORY_AND_DISK)
+        # The DataFrame is lazy: writing it runs the asset's Spark work, measured here.
+        with StageMetricsCollector(obj.sparkSession).measure(
+            context.asset_key.to_user_string()
+        ) as metrics:
+            commit: DeltaCommit = write_delta(
+                obj,
+                uri,
+                mode="overwrite",
+                description=f"dagster run {context.run_id}",
+                commit_metadata={LOAD_DATE_METADATA: partition} if partition else None,
+            )
         context.log.info(
             f"Delta table {commit.uri}: version {commit.version}, {commit.rows} rows "
             f"in {commit.files} files ({commit.bytes} bytes)"
         )
+        if self.hand_off_in_run:
+            _remember(str(uri), commit.version, obj)
         context.add_output_metadata(
             {
                 "delta_version": dg.MetadataValue.int(commit.version),
@@ -142,6 +175,7 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
                 "delta_uri": dg.MetadataValue.path(commit.uri),
                 "dagster/row_count": dg.MetadataValue.int(commit.rows),
                 "dagster/column_schema": _column_schema(obj),
+                **stage_metrics_metadata(metrics),
             }
         )
 
@@ -156,11 +190,66 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
                     f"Delta table {uri} has no version for {LOAD_DATE_METADATA}={partition}: "
                     f"materialize {context.asset_key.to_user_string()} for that load date first"
                 )
-        df = read_delta(self.spark.spark_session, uri, version)
-        context.log.info(
-            f"Loaded Delta table {uri} at version {'latest' if version is None else version}"
-        )
+        session = self.spark.spark_session
+        if version is None:
+            version = table_version(uri)
+        written = _written_here(str(uri), version, session) if self.hand_off_in_run else None
+        if written is not None:
+            context.log.info(
+                f"Delta table {uri} version {version}: the DataFrame this process wrote it "
+                "from, still persisted (no read back)"
+            )
+            return written
+        df = read_delta(session, uri, version)
+        context.log.info(f"Loaded Delta table {uri} at version {version}")
         return df
+
+
+#: Per table URI: the version this process last committed and the persisted DataFrame it
+#: was written from. A Delta version never changes, so a step of the same run (the job
+#: runs in one process) that needs exactly that version gets the DataFrame instead of
+#: reading the files back; any other version is read through the Delta log.
+_WRITTEN: dict[str, tuple[int, Any]] = {}
+
+
+def _remember(uri: str, version: int, df: Any) -> None:
+    previous = _WRITTEN.get(uri)
+    if previous is not None and previous[1] is not df:
+        previous[1].unpersist()
+    _WRITTEN[uri] = (version, df)
+
+
+def _written_here(uri: str, version: int | None, session: Any) -> Any:
+    """The persisted DataFrame of ``uri`` at ``version``, if this process wrote it with
+    ``session`` and it is still cached; else None."""
+    found = _WRITTEN.get(uri)
+    if found is None or found[0] != version:
+        return None
+    df = found[1]
+    try:
+        if df.sparkSession is not session or not df.is_cached:
+            return None
+    except Exception:  # a stopped session
+        return None
+    return df
+
+
+def stage_metrics_metadata(metrics: StageMetrics) -> dict[str, Any]:
+    """Spark's figures for the work behind one materialization: ``spark_stages`` (completed
+    stages), ``spark_jobs``, ``spark_skipped_stages``, ``shuffle_read_bytes``,
+    ``shuffle_write_bytes``, ``spill_bytes``, ``executor_run_ms``; on a session without a
+    readable status store (Spark Connect) ``spark_metrics`` says why instead."""
+    if not metrics.available:
+        return {"spark_metrics": f"unavailable: {metrics.reason}"}
+    return {
+        "spark_stages": dg.MetadataValue.int(metrics.stages),
+        "spark_jobs": dg.MetadataValue.int(metrics.jobs),
+        "spark_skipped_stages": dg.MetadataValue.int(metrics.skipped_stages),
+        "shuffle_read_bytes": dg.MetadataValue.int(metrics.shuffle_read_bytes),
+        "shuffle_write_bytes": dg.MetadataValue.int(metrics.shuffle_write_bytes),
+        "spill_bytes": dg.MetadataValue.int(metrics.spill_bytes),
+        "executor_run_ms": dg.MetadataValue.int(metrics.executor_run_ms),
+    }
 
 
 def version_for_load_date(uri: str | Path, load_date: str) -> int | None:

@@ -7,8 +7,10 @@ aggregation per person for "latest contact per type" (``max`` over a
 (``array_sort(collect_set)`` + ``slice``), no UDFs and no ``collect()``.
 
 Shuffles: every stage hashes ``penumper`` once into ``chave_pessoa`` and repartitions by
-it once; the exact-duplicate removal and the per-person aggregation then run in the same
-stage, because a hash partitioning on ``chave_pessoa`` satisfies both groupings.
+it once, into exactly ``spark.sql.shuffle.partitions`` partitions; the per-person
+aggregation (and any exact-duplicate removal) then runs without another shuffle, and
+every stage's output is hash-partitioned alike, so joins of outputs that are still
+persisted (``coletapedt002`` on the persons, ``cadastro_consolidado``) need no shuffle.
 
 The raw document number never leaves: outputs and quarantine carry ``chave_pessoa``
 (``sha2(penumper, 256)``) only, and quarantine ``value`` is null for ``penumper``.
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, Window
+from pyspark.sql import Column
 from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
@@ -128,10 +130,22 @@ def _quarantine(
     ]
 
 
+def key_partitions(df: DataFrame) -> int:
+    """Partitions of every by-key shuffle: ``spark.sql.shuffle.partitions``, explicit, so
+    AQE never coalesces them and all stages come out co-partitioned (joins of their
+    outputs on ``chave_pessoa`` then need no shuffle)."""
+    return int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+
+
 def _keyed(df: DataFrame, *columns: str) -> DataFrame:
     """Rows with a well-formed penumper, hashed once into ``chave_pessoa`` and
-    hash-partitioned by it (the stage's only shuffle)."""
-    return df.where(_valid_penumper()).select(_chave().alias(KEY), *columns).repartition(KEY)
+    hash-partitioned by it into :func:`key_partitions` partitions (the stage's only
+    shuffle)."""
+    return (
+        df.where(_valid_penumper())
+        .select(_chave().alias(KEY), *columns)
+        .repartition(key_partitions(df), KEY)
+    )
 
 
 def _trimmed_or_null(column: str) -> Column:
@@ -139,27 +153,51 @@ def _trimmed_or_null(column: str) -> Column:
     return F.when(trimmed != "", trimmed)
 
 
-def coletapedt001(pedt001: DataFrame, lookups: Lookups) -> tuple[DataFrame, DataFrame]:
-    """Persons (decoded) and the pedt001 quarantine (malformed / conflicting penumper)."""
+@dataclass(frozen=True)
+class Coletapedt001:
+    """The outputs of ``coletapedt001`` and ``shared``, the persisted per-person
+    aggregate both derive from (release it with ``shared.unpersist()`` once both are
+    written; nothing else is persisted)."""
+
+    rows: DataFrame
+    quarantine: DataFrame
+    shared: DataFrame
+
+
+def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001:
+    """Persons (decoded) and the pedt001 quarantine (malformed / conflicting penumper).
+
+    One aggregation per person after the by-key shuffle: the smallest and the greatest
+    row (``min``/``max`` of the struct of every column). Equal means every row of the
+    person is the same row (exact duplicates collapse); different means a conflicting
+    duplicate, quarantined once per distinct row. No duplicate removal over the million
+    rows and no window.
+    """
     malformed = (
         pedt001.where(~_valid_penumper())
         .dropDuplicates()
         .select(*_quarantine("pedt001", F.lit(None), "penumper", F.lit(None), REASON_MALFORMED))
     )
-    # Exact duplicates collapse (grouping by every column; no shuffle beyond the
-    # repartition by key); what is left with the same key is a conflicting duplicate.
-    distinct = _keyed(pedt001, *PEDT001_FIELDS, DATE).dropDuplicates()
-    # Both outputs derive from `counted`: persisted, so writing the quarantine after the
-    # rows does not hash and shuffle pedt001 a second time (callers release it with
-    # `spark.catalog.clearCache()` once both are written).
-    counted = distinct.select(
-        "*", F.count(F.lit(1)).over(Window.partitionBy(KEY)).alias("_n")
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    conflicts = counted.where(F.col("_n") > 1).select(
-        *_quarantine("pedt001", F.col(KEY), "penumper", F.lit(None), REASON_CONFLICT)
+    record = F.struct(*PEDT001_FIELDS, DATE)
+    per_person = (
+        _keyed(pedt001, *PEDT001_FIELDS, DATE)
+        .groupBy(KEY)
+        .agg(F.min(record).alias("_lo"), F.max(record).alias("_hi"))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    # One quarantine row per distinct row of a conflicting person (they are few): their
+    # keys, broadcast, pick those rows out of the source again.
+    conflicting = per_person.where(F.col("_lo") != F.col("_hi")).select(KEY)
+    conflicts = (
+        pedt001.where(_valid_penumper())
+        .select(_chave().alias(KEY), *PEDT001_FIELDS, DATE)
+        .join(F.broadcast(conflicting), KEY, "left_semi")
+        .dropDuplicates()
+        .select(*_quarantine("pedt001", F.col(KEY), "penumper", F.lit(None), REASON_CONFLICT))
     )
     decoded = (
-        counted.where(F.col("_n") == 1)
+        per_person.where(F.col("_lo") == F.col("_hi"))
+        .select(KEY, "_lo.*")
         .join(F.broadcast(lookups.person_types), "petipper", "left")
         .join(F.broadcast(lookups.civil_status), "peestciv", "left")
         .join(F.broadcast(lookups.sexes), "pesexper", "left")
@@ -182,7 +220,15 @@ def coletapedt001(pedt001: DataFrame, lookups: Lookups) -> tuple[DataFrame, Data
         F.col("peusualt").alias("usuario_alteracao"),
         DATE,
     )
-    return rows, malformed.unionByName(conflicts)
+    return Coletapedt001(rows, malformed.unionByName(conflicts), per_person)
+
+
+def coletapedt001(pedt001: DataFrame, lookups: Lookups) -> tuple[DataFrame, DataFrame]:
+    """``(rows, quarantine)`` of :func:`coletapedt001_outputs`; the per-person aggregate
+    they share stays persisted (callers release it with ``spark.catalog.clearCache()``
+    once both are written)."""
+    outputs = coletapedt001_outputs(pedt001, lookups)
+    return outputs.rows, outputs.quarantine
 
 
 def coletapedt002(
@@ -206,7 +252,7 @@ def coletapedt002(
     )
     rows = (
         people.where(F.col("uf_nascimento").isNotNull())
-        .join(parents, KEY, "left")
+        .join(parents.hint("shuffle_hash"), KEY, "left")
         .select(
             KEY,
             "uf_nascimento",
@@ -311,5 +357,7 @@ def cadastro_consolidado(
     """
     consolidated = p001.drop("cod_uf_nascimento", DATE)
     for part in (p002, p003, p205):
-        consolidated = consolidated.join(part.drop(DATE), KEY, "left")
+        # Hash join, built on the smaller per-person side: no sort of the million rows;
+        # co-partitioned inputs (the pipeline's persisted stage outputs) join in place.
+        consolidated = consolidated.join(part.drop(DATE).hint("shuffle_hash"), KEY, "left")
     return consolidated

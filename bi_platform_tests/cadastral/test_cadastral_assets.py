@@ -107,6 +107,14 @@ def test_two_load_dates_then_rollback(spark, cadastral_home: Path, pg_url: str) 
     assert meta["delta_version"].value == 0
     assert meta["dagster/row_count"].value == sync["inserted"].value
     assert checks["cadastral/coletapedt002:invalid_state_rate"].metadata["rate"].value <= 0.01
+    # Spark's own stage metrics: 001 shuffles pedt001 by key; the consolidated table joins
+    # the persisted, co-partitioned outputs of the same run in place (no shuffle at all).
+    p001 = _materialization(first, P001).metadata
+    assert p001["spark_stages"].value >= 1 and p001["spark_jobs"].value >= 1
+    assert p001["shuffle_write_bytes"].value > 0 and p001["shuffle_read_bytes"].value > 0
+    assert meta["spark_stages"].value >= 1
+    assert meta["shuffle_read_bytes"].value == 0
+    assert sync["spark_stages"].value >= 1
 
     second = _run(pg_url, instance, D1)
     assert second.success
