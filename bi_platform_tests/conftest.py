@@ -2,11 +2,14 @@
 
 The server is started through the same runtime code as ``bi-platform up``
 (:class:`bi_platform.runtime.postgres.LocalPostgres`) in a throwaway directory on a
-free port, and stopped at the end of the session.
+free port, and stopped at the end of the session. The tests marked ``cluster`` also get
+real local clusters (Spark standalone, Spark Connect, Dask), each started on first use
+and stopped, with every process it spawned, at the end of the session.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -21,7 +24,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from bi_platform.runtime import services
+from bi_platform.runtime import clusters, services
 from bi_platform.runtime.postgres import LocalPostgres, local_url, scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +131,67 @@ def spark() -> Iterator[object]:
     finally:
         session.stop()
         shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def _cluster_dir(kind: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"bi_platform_test_{kind}_"))
+
+
+@contextlib.contextmanager
+def _running_cluster(state: clusters.ClusterState) -> Iterator[clusters.ClusterState]:
+    """Yield ``state``; stop its process groups afterwards, and at exit should pytest
+    die before its finalizers."""
+
+    def stop() -> None:
+        clusters.stop(state)
+
+    atexit.register(stop)
+    try:
+        yield state
+    finally:
+        stop()
+        atexit.unregister(stop)
+        shutil.rmtree(state.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def spark_standalone() -> Iterator[clusters.ClusterState]:
+    """A Spark standalone cluster from the pyspark wheel (a master and one worker JVM,
+    2 cores, 2 GB for executors), started on first use by the same code as
+    ``bi-platform cluster up spark``; ``.address`` is the ``SPARK_MASTER`` to use."""
+    with _running_cluster(clusters.start_spark_standalone(_cluster_dir("spark"))) as state:
+        yield state
+
+
+@pytest.fixture(scope="session")
+def spark_connect_server() -> Iterator[clusters.ClusterState]:
+    """A Spark Connect server from the pyspark wheel (local[2], 1 GB heap, event log under
+    ``.event_log_dir``), started on first use by the same code as
+    ``bi-platform cluster up spark-connect``; ``.address`` is the ``SPARK_REMOTE``."""
+    with _running_cluster(clusters.start_spark_connect(_cluster_dir("connect"))) as state:
+        yield state
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[object]:
+    """A real ``distributed`` cluster: a scheduler and two worker processes (one thread,
+    1 GiB each) on 127.0.0.1, started on first use."""
+    from distributed import LocalCluster
+
+    from bi_platform.io_managers.engines import close_dask_clients
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit="1GiB",
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",  # a free port: never clash on 8787
+    ) as cluster:
+        try:
+            yield cluster
+        finally:
+            close_dask_clients()
 
 
 @dataclass

@@ -252,7 +252,8 @@ def write_delta(
     data_dir = root / DATA_DIR / str(uuid.uuid4())
     previous = table_version(root)
     try:
-        df.write.mode("errorifexists").parquet(str(data_dir))
+        # "error" (= errorifexists): the only spelling Spark Connect accepts too
+        df.write.mode("error").parquet(str(data_dir))
         actions, schema, rows, size = _add_actions(root, _written_files(data_dir))
         if schema is None:
             schema = _spark_arrow_schema(df)

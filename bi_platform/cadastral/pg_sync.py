@@ -11,11 +11,16 @@ The old CompareData collected millions of rows to the driver and compared them t
   version): PostgreSQL's ``(key, row_hash)`` are read in parallel through Spark JDBC
   (key-range ``predicates``) and full-outer-joined with the source.
 
-Either way the changes (op I/U/D plus the row) are applied with ``foreachPartition``: one
-psycopg connection per partition, and per attempt (tenacity, exponential backoff) one
-transaction that COPYs the partition into a temp table, upserts (only rows whose hash
-differs) and deletes. Replaying a partition is harmless, so a retry or a rerun after a
-crash converges. Counts come from an aggregation of the persisted diff.
+Either way the changes (op I/U/D plus the row) are applied per partition by a
+``mapInArrow`` function: one psycopg connection per partition, and per attempt (tenacity,
+exponential backoff) one transaction that COPYs the partition into a temp table, upserts
+(only rows whose hash differs) and deletes; each partition returns one row
+``(partition, rows, attempts)``, so retries are counted without accumulators. Replaying a
+partition is harmless, so a retry or a rerun after a crash converges. Counts come from an
+aggregation of the persisted diff.
+
+Only DataFrame APIs are used (no ``SparkContext``, RDD or accumulator), so the same code
+runs on a classic session (local or a cluster) and over Spark Connect.
 
 :func:`verify_in_sync` compares bucketed checksums (reladiff-style) of the source with
 checksums PostgreSQL computes from its own columns via :func:`.row_hash.row_hash_sql`.
@@ -315,7 +320,7 @@ def jdbc_read(spark: SparkSession, pg_url: str, table: str, **kwargs: Any) -> Da
 
 def safe_url(pg_url: str) -> str:
     """``pg_url`` without its password, for messages."""
-    from bi_platform.runtime.services import mask_password
+    from bi_platform.lib.secrets import mask_password
 
     try:
         return mask_password(pg_url)
@@ -395,6 +400,33 @@ def apply_rows(
             before_commit()
 
 
+#: What each apply partition returns (one row): its id, rows applied, attempts made.
+APPLY_STATS_SCHEMA = "partition int, rows long, attempts int"
+
+
+def _is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (no SparkContext, no RDDs on the client)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _parallelism(spark: SparkSession) -> int:
+    """Spark's default parallelism (at least 2): the SparkContext's in classic mode; over
+    Spark Connect the session's ``spark.default.parallelism``, else its shuffle partitions."""
+    if not _is_connect(spark):
+        return max(2, spark.sparkContext.defaultParallelism)
+    value = spark.conf.get("spark.default.parallelism", None) or spark.conf.get(
+        "spark.sql.shuffle.partitions"
+    )
+    return max(2, int(value))
+
+
+def _num_partitions(df: DataFrame) -> int | None:
+    """Partitions of ``df``'s plan; None over Spark Connect (no RDD to ask)."""
+    if _is_connect(df.sparkSession):
+        return None
+    return df.rdd.getNumPartitions()
+
+
 def _partition_applier(
     pg_url: str,
     table: str,
@@ -402,16 +434,16 @@ def _partition_applier(
     key: str,
     retries: int,
     faults: SyncFaults,
-    retry_counter,
-    done_counter,
     inserts_only: bool = False,
 ):
-    """The function run by ``foreachPartition`` (pickled to the Python workers)."""
+    """The ``mapInArrow`` function applying one partition of changes (pickled to the
+    Python workers): Arrow batches of ``(op, *columns)`` in, one stats row out."""
 
-    def apply_partition(rows: Iterator) -> None:
+    def apply_partition(batches: Iterator) -> Iterator:
         import time as _time
 
         import psycopg as _psycopg
+        import pyarrow as _pa
         from pyspark import TaskContext
         from tenacity import (
             Retrying,
@@ -420,10 +452,25 @@ def _partition_applier(
             wait_exponential,
         )
 
-        batch = [tuple(r) for r in rows]  # replayable on retry
-        if not batch:
-            return
+        batch: list[tuple] = []  # replayable on retry
+        for record_batch in batches:
+            # to_pylist gives the values a Row would (str, date, Decimal, list, bool...)
+            values = [column.to_pylist() for column in record_batch.columns]
+            batch.extend(zip(*values, strict=True))
         partition = TaskContext.get().partitionId()
+
+        def stats(attempts: int) -> _pa.RecordBatch:
+            return _pa.RecordBatch.from_pydict(
+                {
+                    "partition": _pa.array([partition], _pa.int32()),
+                    "rows": _pa.array([len(batch)], _pa.int64()),
+                    "attempts": _pa.array([attempts], _pa.int32()),
+                }
+            )
+
+        if not batch:
+            yield stats(0)
+            return
         if faults.stall_after_partitions is not None and (
             partition >= faults.stall_after_partitions
         ):
@@ -458,11 +505,9 @@ def _partition_applier(
                         inserts_only=inserts_only,
                     )
         finally:
-            if attempts > 1:
-                retry_counter.add(attempts - 1)
             if conn is not None:
                 conn.close()
-        done_counter.add(1)
+        yield stats(attempts)
 
     return apply_partition
 
@@ -623,8 +668,7 @@ def sync_to_postgres(
     columns = table_columns(source, key)
     uri = str(delta_uri) if delta_uri is not None else None
     version = delta_version if uri is not None else None
-    sc = spark.sparkContext
-    parallelism = max(2, sc.defaultParallelism)
+    parallelism = _parallelism(spark)
 
     with _connect(pg_url, autocommit=True) as conn:
         ensure_table(conn, table, columns, key)
@@ -688,40 +732,34 @@ def sync_to_postgres(
             n_changes = counts["I"] + counts["U"] + counts["D"]
             # PostgreSQL itself was read empty: COPY straight into the target.
             empty_target = mode == "full" and counts["U"] + counts["D"] + counts["N"] == 0
-            retry_counter = sc.accumulator(0)
-            done_counter = sc.accumulator(0)
-            partitions = 0
+            retried = applied = partitions = 0
             compared = time.monotonic()
             log.info("sync %s.%s: diff %s in %.1f s", SCHEMA, table, counts, compared - started)
             mark_in_progress(conn, table, uri, version, mode)
             if n_changes:
                 partitions = max(parallelism, math.ceil(n_changes / ROWS_PER_PARTITION))
                 changes = _changes(source, diff, key, counts, columns)
-                if empty_target and changes.rdd.getNumPartitions() >= parallelism:
-                    # First sync: the source's own partitions, no shuffle of every row.
-                    partitions = changes.rdd.getNumPartitions()
+                own = _num_partitions(changes)
+                if empty_target and (own is None or own >= parallelism):
+                    # First sync: the source's own partitions, no shuffle of every row
+                    # (over Spark Connect their number is only known from the stats).
+                    pass
                 else:
                     changes = changes.repartition(partitions, key)
-                changes.foreachPartition(
-                    _partition_applier(
-                        pg_url,
-                        table,
-                        columns,
-                        key,
-                        retries,
-                        faults,
-                        retry_counter,
-                        done_counter,
-                        inserts_only=empty_target,
-                    )
+                applier = _partition_applier(
+                    pg_url, table, columns, key, retries, faults, inserts_only=empty_target
                 )
+                stats = changes.mapInArrow(applier, APPLY_STATS_SCHEMA).collect()
+                partitions = len(stats)
+                applied = sum(1 for row in stats if row["rows"])
+                retried = sum(max(0, row["attempts"] - 1) for row in stats)
             mark_done(conn, table, uri, version, mode, counts)
             log.info(
                 "sync %s.%s: applied %s changes (%s of %s partitions non-empty) in %.1f s",
                 SCHEMA,
                 table,
                 n_changes,
-                done_counter.value,
+                applied,
                 partitions,
                 time.monotonic() - compared,
             )
@@ -738,7 +776,7 @@ def sync_to_postgres(
         mode=mode,
         source_version=version,
         partitions=partitions,
-        retries=int(retry_counter.value),
+        retries=retried,
     )
     log.info("sync %s.%s done: %s", SCHEMA, table, result)
     return result

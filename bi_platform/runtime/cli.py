@@ -784,7 +784,15 @@ def bench_serving(duration: int, users: int, workers: int) -> None:
     default=None,
     help="Scratch directory for the raw snapshots and Delta tables (default: system temp).",
 )
-def bench_cadastral(persons: int, database_url: str | None, workdir: str | None) -> None:
+@click.option(
+    "--scale",
+    default="1",
+    show_default=True,
+    help="Comma-separated multiples of --persons whose pipeline rate is measured too (1,3).",
+)
+def bench_cadastral(
+    persons: int, database_url: str | None, workdir: str | None, scale: str
+) -> None:
     """Spark pipeline throughput; hash-compare sync vs the collect() CompareData baseline."""
     from pathlib import Path
 
@@ -796,8 +804,13 @@ def bench_cadastral(persons: int, database_url: str | None, workdir: str | None)
     console = Console(stderr=True)
     console.print(f"bench cadastral: {persons:,} persons (scratch dir and database)")
     try:
+        scales = cadastral.parse_scales(scale)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scale") from None
+    try:
         stages, summary = cadastral.run(
             persons,
+            scales=scales,
             database_url=database_url,
             workdir=Path(workdir) if workdir else None,
             progress=lambda message: console.print(f"  {message}"),
@@ -878,6 +891,69 @@ def delta_restore(settings: Settings, table: str, version: int) -> None:
             f"dagster asset materialize --select cadastral/cadastral_pg_sync "
             f"--partition {load_date}"
         )
+
+
+@main.group()
+def cluster() -> None:
+    """Local clusters (Spark standalone, Spark Connect, Dask) to run the platform on.
+
+    `up` prints the variable to export (e.g. `eval "$(bi-platform cluster up spark)"`);
+    the details go to stderr. State and logs: $BI_PLATFORM_HOME/clusters/<kind>/.
+    """
+
+
+def _cluster_root(settings: Settings):
+    return settings.home_dir / "clusters"
+
+
+@cluster.command("up")
+@click.argument("kind", type=click.Choice(["spark", "spark-connect", "dask"]))
+@click.pass_obj
+def cluster_up(settings: Settings, kind: str) -> None:
+    """Start the KIND cluster (idempotent) and print `export VAR=address`."""
+    from bi_platform.runtime import clusters
+
+    try:
+        state, started = clusters.up(kind, _cluster_root(settings))
+    except clusters.ClusterError as exc:
+        _fail(exc)
+    click.echo(("started " if started else "already running ") + clusters.describe(state), err=True)
+    click.echo(state.export_line)
+
+
+@cluster.command("down")
+@click.argument("kinds", nargs=-1, type=click.Choice(["spark", "spark-connect", "dask"]))
+@click.pass_obj
+def cluster_down(settings: Settings, kinds: tuple[str, ...]) -> None:
+    """Stop the KINDS clusters (default: all) with every process they started."""
+    from bi_platform.runtime import clusters
+
+    stopped = clusters.down(_cluster_root(settings), kinds or clusters.KINDS)
+    for kind in kinds or clusters.KINDS:
+        names = stopped.get(kind)
+        click.echo(f"{kind}: stopped {', '.join(names)}" if names else f"{kind}: not running")
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def cluster_status(settings: Settings, as_json: bool) -> None:
+    """Which local clusters run, their addresses and the variables to export."""
+    from bi_platform.runtime import clusters
+
+    found = clusters.status(_cluster_root(settings))
+    if as_json:
+        payload = {
+            kind: None if state is None else {"address": state.address, "env": state.env}
+            for kind, state in found.items()
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    for kind, state in found.items():
+        if state is None:
+            click.echo(f"{kind}: not running")
+        else:
+            click.echo(f"{clusters.describe(state)}\n  {state.export_line}")
 
 
 @main.command()
