@@ -252,7 +252,7 @@ def coletapedt002(
     )
     rows = (
         people.where(F.col("uf_nascimento").isNotNull())
-        .join(parents.hint("shuffle_hash"), KEY, "left")
+        .join(parents, KEY, "left")
         .select(
             KEY,
             "uf_nascimento",
@@ -357,7 +357,7 @@ def cadastro_consolidado(
     """
     consolidated = p001.drop("cod_uf_nascimento", DATE)
     for part in (p002, p003, p205):
-        # Hash join, built on the smaller per-person side: no sort of the million rows;
-        # co-partitioned inputs (the pipeline's persisted stage outputs) join in place.
-        consolidated = consolidated.join(part.drop(DATE).hint("shuffle_hash"), KEY, "left")
+        # co-partitioned inputs (the pipeline's persisted stage outputs) join in place;
+        # Spark picks the join (a sort-merge join spills where a hash map cannot)
+        consolidated = consolidated.join(part.drop(DATE), KEY, "left")
     return consolidated
