@@ -38,6 +38,7 @@ scale during that scale's pipeline run.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import statistics
@@ -244,27 +245,16 @@ def run(
                 v1 = second.commits["cadastro_consolidado"].version
                 rows = second.commits["cadastro_consolidado"].rows
 
-                def incremental():
+                def optimized(table: str, full_compare: bool) -> Any:
                     return sync_to_postgres(
                         spark,
                         read_delta(spark, uri, v1),
                         url,
-                        table="cad_a",
+                        table=table,
                         key=KEY,
                         delta_uri=uri,
                         delta_version=v1,
-                    )
-
-                def full():
-                    return sync_to_postgres(
-                        spark,
-                        read_delta(spark, uri, v1),
-                        url,
-                        table="cad_c",
-                        key=KEY,
-                        delta_uri=uri,
-                        delta_version=v1,
-                        full_compare=True,
+                        full_compare=full_compare,
                     )
 
                 def collect():
@@ -272,7 +262,11 @@ def run(
                         spark, read_delta(spark, uri, v1), url, table="cad_b", key=KEY
                     )
 
-                variants = {"incremental": incremental, "full": full, "collect": collect}
+                variants = {
+                    "incremental": functools.partial(optimized, "cad_a", False),
+                    "full": functools.partial(optimized, "cad_c", True),
+                    "collect": collect,
+                }
             results: dict[str, Any] = {}
             sync_metrics: dict[str, Any] = {}
             sync_rss_mb = baseline_rss_mb = baseline_python_mb = 0.0
