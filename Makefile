@@ -52,9 +52,10 @@ run: up  ## install, start services, seed sample sources (PROFILE=default), mate
 	$(LOAD_SERVICES_ENV) && $(BIN)/bi-platform materialize
 	@$(BIN)/bi-platform status
 
-test: system-deps $(VENV)/.installed-dev  ## install dev deps, lint, run the test suite
+test: system-deps $(VENV)/.installed-dev  ## install dev deps, lint, check the import layers, run the test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ui: up  ## the Dagster UI (dagster dev: webserver + daemon) on http://$(UI_HOST):$(UI_PORT)
@@ -73,9 +74,10 @@ status:  ## what runs (JSON)
 down:  ## stop local services
 	@if [ -x $(BIN)/bi-platform ]; then $(BIN)/bi-platform down; fi
 
-lint: $(VENV)/.installed-dev  ## ruff check + format check
+lint: $(VENV)/.installed-dev  ## ruff check + format check + import layers (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(VENV)/.installed-dev  ## ruff fix + format
 	$(BIN)/ruff check --fix .

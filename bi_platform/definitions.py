@@ -31,6 +31,8 @@ platform_automation = dg.AutomationConditionSensorDefinition(
 )
 
 defs = dg.Definitions.merge(
-    dg.Definitions(resources={"postgres": PostgresResource()}, sensors=[platform_automation]),
+    dg.Definitions(
+        resources={"postgres": PostgresResource.from_settings()}, sensors=[platform_automation]
+    ),
     *(domain.defs for domain in DOMAINS),
 )

@@ -168,7 +168,10 @@ def spark_connect_server() -> Iterator[clusters.ClusterState]:
     """A Spark Connect server from the pyspark wheel (local[2], 1 GB heap, event log under
     ``.event_log_dir``), started on first use by the same code as
     ``bi-platform cluster up spark-connect``; ``.address`` is the ``SPARK_REMOTE``."""
-    with _running_cluster(clusters.start_spark_connect(_cluster_dir("connect"))) as state:
+    from bi_platform.cadastral.spark_config import connect_server_settings
+
+    server = clusters.start_spark_connect(_cluster_dir("connect"), conf=connect_server_settings())
+    with _running_cluster(server) as state:
         yield state
 
 

@@ -15,7 +15,7 @@ import shlex
 import click
 import pytest
 
-from bi_platform.runtime.cli import main
+from bi_platform.cli import main
 from bi_platform_tests.conftest import REPO_ROOT, Platform
 
 #: Commands that start servers or need the daemon: run by test_daemon / test_ui_browser.

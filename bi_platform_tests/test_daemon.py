@@ -29,10 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bi_platform.cadastral.sample import generate_change_set
 from bi_platform.news.dataset_repo_local import LocalDatasetRepo
+from bi_platform.news.sample import write_inbox
 from bi_platform.runtime.run_launcher import RUN_WORKER_TAG
-from bi_platform.sample_data.cadastral import generate_change_set
-from bi_platform.sample_data.news import write_inbox
 from bi_platform.serving.assets import bi_warehouse
 from bi_platform.serving.warehouse import read_data_version
 from bi_platform_tests.conftest import REPO_ROOT, VENV_BIN, Platform

@@ -40,7 +40,7 @@ def test_package_layout() -> None:
         "Dockerfile",
         "README.md",
         "bi_platform/settings.py",
-        "bi_platform/runtime/cli.py",
+        "bi_platform/cli/__init__.py",
         "bi_platform/resources/__init__.py",
         "bi_platform/io_managers/__init__.py",
     ):

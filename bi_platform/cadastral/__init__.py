@@ -1,2 +1,2 @@
-"""Cadastral pipeline (seed 003): PySpark transforms to Delta tables and a hash-compare
+"""Cadastral pipeline: PySpark transforms to Delta tables and a hash-compare
 sync into PostgreSQL."""

@@ -1,4 +1,4 @@
-"""Assets of the cadastral pipeline (seed 003): the person registry from its raw exports
+"""Assets of the cadastral pipeline: the person registry from its raw exports
 (``pedt001``/``002``/``003``/``205``, one full snapshot per ``dat_ref_carga``) through
 PySpark transforms into Delta tables, then a hash-compare sync into PostgreSQL.
 

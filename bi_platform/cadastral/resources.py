@@ -26,7 +26,7 @@ from bi_platform.cadastral.delta import (
 )
 from bi_platform.cadastral.spark_metrics import StageMetrics, StageMetricsCollector
 from bi_platform.cadastral.spark_session import start_spark
-from bi_platform.settings import get_settings
+from bi_platform.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,35 @@ class CadastralSparkResource(LazyPySparkResource):
     """A Spark session started lazily (on first ``spark_session`` access) by
     :func:`~bi_platform.cadastral.spark_session.start_spark`.
 
-    The master, remote (Spark Connect), cores, driver memory and JDBC jar come from the
-    environment settings (``SPARK_MASTER``, ``SPARK_REMOTE``, ``SPARK_TOTAL_CORES``, ...)
-    through :mod:`bi_platform.cadastral.spark_config`; ``spark_config`` only adds or
-    overrides individual Spark settings on top of them (ignored with Spark Connect).
+    The master, cores, driver memory and JDBC jar are fields that :meth:`from_settings`
+    fills from ``SPARK_MASTER``, ``SPARK_TOTAL_CORES``, ``SPARK_DRIVER_MEMORY`` and
+    ``CADASTRAL_JDBC_JAR`` (the definitions build the resource with it, so the Dagster UI
+    shows them); a field left unset (``None``) is read from the settings when the session
+    starts. ``SPARK_REMOTE`` (Spark Connect, which wins over the master) is no field: its
+    URL may carry a token, so it is read from the environment when the session starts.
+    :mod:`bi_platform.cadastral.spark_config` derives the session settings from these;
+    ``spark_config`` only adds or overrides individual Spark settings on top of them
+    (ignored with Spark Connect).
     """
+
+    master: str | None = Field(
+        default=None,
+        description="Spark master URL (None: local[*]). From SPARK_MASTER.",
+    )
+    total_cores: int | None = Field(
+        default=None,
+        description=(
+            "Cores of the Spark cluster, sizing shuffle partitions (None: the local cores). "
+            "From SPARK_TOTAL_CORES."
+        ),
+    )
+    driver_memory: str | None = Field(
+        default=None,
+        description="spark.driver.memory of a local-mode session. From SPARK_DRIVER_MEMORY.",
+    )
+    jdbc_jar: str | None = Field(
+        default=None, description="PostgreSQL JDBC driver jar. From CADASTRAL_JDBC_JAR."
+    )
 
     spark_config: dict[str, Any] = Field(
         default_factory=dict,
@@ -49,10 +73,36 @@ class CadastralSparkResource(LazyPySparkResource):
         ),
     )
 
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "CadastralSparkResource":
+        """The resource with every field set from ``settings`` (default: the environment)."""
+        settings = settings or get_settings()
+        return cls(
+            master=settings.spark_master,
+            total_cores=settings.spark_total_cores,
+            driver_memory=settings.spark_driver_memory,
+            jdbc_jar=str(settings.cadastral_jdbc_jar),
+        )
+
+    def settings(self) -> Settings:
+        """The settings in effect with this resource's set fields on top."""
+        overrides = {
+            name: value
+            for name, value in (
+                ("spark_master", self.master),
+                ("spark_total_cores", self.total_cores),
+                ("spark_driver_memory", self.driver_memory),
+                ("cadastral_jdbc_jar", Path(self.jdbc_jar) if self.jdbc_jar else None),
+            )
+            if value is not None
+        }
+        settings = get_settings()
+        return settings.model_copy(update=overrides) if overrides else settings
+
     def _init_session(self) -> None:
         if self._spark_session is None:
             extra = {key: str(value) for key, value in self.spark_config.items()}
-            self._spark_session = start_spark(get_settings(), extra=extra)
+            self._spark_session = start_spark(self.settings(), extra=extra)
 
 
 def _uri(base_dir: Path, asset_key: dg.AssetKey) -> Path:
@@ -101,7 +151,10 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
     spark: dg.ResourceDependency[CadastralSparkResource]
     base_dir: str | None = Field(
         default=None,
-        description="Root of the Delta tables; default: $BI_PLATFORM_HOME/delta.",
+        description=(
+            "Root of the Delta tables. From $BI_PLATFORM_HOME/delta (unset: read from "
+            "BI_PLATFORM_HOME when used)."
+        ),
     )
     hand_off_in_run: bool = Field(
         default=True,
@@ -110,6 +163,15 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
             "was just written from, instead of reading that version's files back."
         ),
     )
+
+    @classmethod
+    def from_settings(
+        cls, spark: CadastralSparkResource, settings: Settings | None = None
+    ) -> "DeltaSparkIOManager":
+        """The IO manager on ``spark`` with ``base_dir`` set from ``settings`` (default:
+        the environment)."""
+        settings = settings or get_settings()
+        return cls(spark=spark, base_dir=str(settings.delta_dir))
 
     def _base_dir(self) -> Path:
         if self.base_dir:

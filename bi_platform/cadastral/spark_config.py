@@ -1,9 +1,10 @@
-"""Spark settings chosen by Spark version and cluster size (the plan's phases 3 and 4).
+"""Spark settings chosen by Spark version and cluster size.
 
-The plan tuned Databricks runtimes 13.x (Spark 3.4) and 14.x (Spark 3.5) by hand and
-sized shuffle partitions / parallelism by worker count (160 cores -> 480 / 320). This
-module turns that into one function of ``(spark_version, total_cores)`` so the same code
-picks sensible settings on a laptop (``local[2]``), a 25-worker cluster, or Spark 4.
+The runtime family (Databricks runtime 13.x = Spark 3.4, 14.x = Spark 3.5, Spark 4)
+picks the adaptive-execution and memory settings; the cluster's cores size the shuffle
+partitions, the parallelism and the broadcast threshold (160 cores -> 480 / 320 / 25 MB).
+Everything is a function of ``(spark_version, total_cores)``, so the same code picks
+sensible settings on a laptop (``local[2]``), a 25-worker cluster, or Spark 4.
 
 Pure: no Spark import. ``static_settings`` must be applied before the session starts
 (serializer, parallelism, jars); ``sql_settings`` are runtime SQL confs that can also be
@@ -12,13 +13,16 @@ set on a running session (Spark Connect included).
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bi_platform.runtime.clusters import POSTGRES_JDBC_JAR
+
 #: Debian's ``libpostgresql-jdbc-java`` (installed by ``make``) puts the driver here.
-DEFAULT_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+DEFAULT_JDBC_JAR = POSTGRES_JDBC_JAR
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)")
 
@@ -50,7 +54,7 @@ def spark_family(spark_version: str) -> str:
 
 
 def spark_profile(spark_version: str) -> SparkProfile:
-    """Runtime-specific choices: the plan's runtime 13 vs 14 table, extended to Spark 4."""
+    """Runtime-specific choices: Spark 3.4 (runtime 13), 3.5 (runtime 14), 4.x, older."""
     family = spark_family(spark_version)
     if family == "3.4":  # Databricks runtime 13.x
         return SparkProfile(family, 50, True, False, None)
@@ -62,7 +66,7 @@ def spark_profile(spark_version: str) -> SparkProfile:
 
 
 def broadcast_threshold_mb(spark_version: str, total_cores: int) -> int:
-    """The plan's phase-4 table: smaller clusters get a smaller broadcast threshold
+    """The broadcast threshold by cluster size: smaller clusters get a smaller one
     (160 cores 25 MB, 120 cores 20 MB, 100 cores 15 MB); small machines keep the
     runtime's default since the lookups are tiny either way."""
     base = spark_profile(spark_version).broadcast_threshold_mb
@@ -74,12 +78,12 @@ def broadcast_threshold_mb(spark_version: str, total_cores: int) -> int:
 
 
 def shuffle_partitions(total_cores: int) -> int:
-    """3 shuffle partitions per core (480 on the plan's 160-core cluster)."""
+    """3 shuffle partitions per core (480 on a 160-core cluster)."""
     return max(2, 3 * total_cores)
 
 
 def default_parallelism(total_cores: int) -> int:
-    """2 tasks per core (320 on the plan's 160-core cluster)."""
+    """2 tasks per core (320 on a 160-core cluster)."""
     return max(2, 2 * total_cores)
 
 
@@ -139,6 +143,23 @@ def static_settings(
     if local_dir is not None:
         settings["spark.local.dir"] = str(local_dir)
     settings.update(sql_settings(spark_version, total_cores))
+    return settings
+
+
+def connect_server_settings(total_cores: int = 2) -> dict[str, str]:
+    """The pipeline's Spark settings for a Spark Connect server sized for ``total_cores``
+    (what ``bi-platform cluster up spark-connect`` gives
+    :func:`bi_platform.runtime.clusters.start_spark_connect`).
+
+    Args:
+        total_cores: the cores the server's tasks run on.
+
+    Returns:
+        :func:`static_settings` without master, jars, memory or scratch space (the
+        server sets those).
+    """
+    settings = static_settings(importlib.metadata.version("pyspark"), total_cores, jdbc_jar=None)
+    settings.pop("spark.app.name", None)
     return settings
 
 

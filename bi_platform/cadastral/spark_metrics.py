@@ -1,4 +1,4 @@
-"""Spark's own stage metrics for a block of work (the plan's phase-1 measures).
+"""Spark's own stage metrics for a block of work (one asset's transforms and write).
 
 ``with StageMetricsCollector(spark).measure("coletapedt001") as m: ...`` tags every job
 the block starts (this thread) with a Spark job group, then reads the jobs' stages from

@@ -1,6 +1,6 @@
-"""Optimized transforms of the person registry (contract §3; the plan's phase 1).
+"""Optimized transforms of the person registry (contract §3).
 
-Plan-style Spark: one consolidated ``select`` per stage, the code tables of
+One consolidated ``select`` per stage, the code tables of
 :mod:`bi_platform.cadastral.reference` as broadcast joins (no ``when()`` chains), one
 aggregation per person for "latest contact per type" (``max`` over a
 ``struct(pedatalt, pesequen, ...)``, no windows or self-joins) and for the asset set

@@ -1,2 +1,2 @@
-"""Secure hybrid ETL (seed 004): binary/CSV/Parquet ingest, dead-letter queue, estimates
+"""Secure hybrid ETL: binary/CSV/Parquet ingest, dead-letter queue, estimates
 and an HTML report."""

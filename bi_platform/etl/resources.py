@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from bi_platform.etl.layouts import LayoutError, RecordLayout, get_layout
 from bi_platform.etl.parse_common import ParseOptions
@@ -15,22 +16,69 @@ from bi_platform.settings import Settings, get_settings
 
 
 class EtlResource(dg.ConfigurableResource):
-    """The secure ETL's directories and options. Every field left unset (the default)
-    comes from the environment when used (``ETL_*`` and ``BI_PLATFORM_HOME``, see the
-    README), so one definition serves every deployment; set a field to override it (tests,
-    a one-off run). There is nothing secret here."""
+    """The secure ETL's directories and options. There is nothing secret here.
 
-    etl_dir: str | None = None
-    layout: str | None = None
-    layouts_file: str | None = None
-    max_file_mb: float | None = None
-    chunk_mb: int | None = None
-    workers: int | None = None
-    timestamp_min: str | None = None  # ISO 8601 with a UTC offset
-    timestamp_max: str | None = None
-    sample_fraction: float | None = None
-    sample_seed: int | None = None
-    backup_keep: int | None = None
+    :meth:`from_settings` fills every field from the settings in effect (``ETL_*`` and
+    ``BI_PLATFORM_HOME``, see the README); the definitions build the resource with it, so
+    the Dagster UI shows the configuration in use. A field left unset (``None``) is read
+    from the settings when used; set a field to override it (tests, a one-off run).
+    """
+
+    etl_dir: str | None = Field(
+        default=None, description="Inbox, audit log, report, backups. From $BI_PLATFORM_HOME/etl."
+    )
+    layout: str | None = Field(
+        default=None, description="Record layout of binary inputs. From ETL_LAYOUT."
+    )
+    layouts_file: str | None = Field(
+        default=None,
+        description="Extra record layouts (None: packaged only). From ETL_LAYOUTS_FILE.",
+    )
+    max_file_mb: float | None = Field(
+        default=None, description="Inbox files larger than this are rejected. From ETL_MAX_FILE_MB."
+    )
+    chunk_mb: int | None = Field(
+        default=None, description="MB of a binary file decoded per chunk. From ETL_CHUNK_MB."
+    )
+    workers: int | None = Field(
+        default=None,
+        description="Parser processes (None: the cores of the machine running). From ETL_WORKERS.",
+    )
+    timestamp_min: str | None = Field(
+        default=None,
+        description="Earliest valid record time (ISO 8601 with offset). From ETL_TIMESTAMP_MIN.",
+    )
+    timestamp_max: str | None = Field(
+        default=None,
+        description="Latest valid record time (ISO 8601 with offset). From ETL_TIMESTAMP_MAX.",
+    )
+    sample_fraction: float | None = Field(
+        default=None, description="Fraction of records in the sample. From ETL_SAMPLE_FRACTION."
+    )
+    sample_seed: int | None = Field(
+        default=None, description="Seed of the stratified sample. From ETL_SAMPLE_SEED."
+    )
+    backup_keep: int | None = Field(
+        default=None, description="Previous reports kept. From ETL_BACKUP_KEEP."
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "EtlResource":
+        """The resource with every field set from ``settings`` (default: the environment)."""
+        settings = settings or get_settings()
+        return cls(
+            etl_dir=str(settings.etl_dir),
+            layout=settings.etl_layout,
+            layouts_file=str(settings.etl_layouts_file) if settings.etl_layouts_file else None,
+            max_file_mb=settings.etl_max_file_mb,
+            chunk_mb=settings.etl_chunk_mb,
+            workers=settings.etl_workers,
+            timestamp_min=settings.etl_timestamp_min.isoformat(),
+            timestamp_max=settings.etl_timestamp_max.isoformat(),
+            sample_fraction=settings.etl_sample_fraction,
+            sample_seed=settings.etl_sample_seed,
+            backup_keep=settings.etl_backup_keep,
+        )
 
     # -- resolved values --------------------------------------------------------------
     def settings(self) -> Settings:

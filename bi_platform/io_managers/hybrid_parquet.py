@@ -22,7 +22,7 @@ from bi_platform.io_managers.engines import (
     load_parquet,
     write_parquet,
 )
-from bi_platform.settings import get_settings
+from bi_platform.settings import Settings, get_settings
 
 PARQUET_SUFFIX = ".parquet"
 #: Output definition metadata: ``{PUBLISH_KEY: AFTER_CHECKS}`` writes the new version
@@ -97,36 +97,59 @@ class HybridParquetIOManager(dg.ConfigurableIOManager):
     get the routing decision (``engine``, ``reason``, ``size_mb``, ``threshold_mb``,
     ``fallback``, ``files``), which is also logged.
 
-    Every field left unset falls back to the environment variable of the same name
-    (see ``bi_platform.settings``). With ``dask_scheduler_address`` Dask runs on that
+    :meth:`from_settings` sets every field from the environment variable of the same
+    name (see ``bi_platform.settings``); the definitions build the IO manager with it, so
+    the Dagster UI shows the configuration in use. A field left unset (``None``) is read
+    from the settings at each load. With ``dask_scheduler_address`` Dask runs on that
     ``distributed`` cluster (one client per process, reused); its workers must see
     ``base_dir``.
     """
 
     base_dir: str | None = Field(
-        default=None, description="Root directory of the tables. Default: $BI_PLATFORM_HOME/lake."
+        default=None,
+        description="Root directory of the tables. From $BI_PLATFORM_HOME/lake.",
     )
     polars_threshold_mb: str | None = Field(
         default=None,
         description=(
             "On-disk MB from which narwhals inputs load with Dask, or `auto` (from "
-            "available RAM). Default: POLARS_THRESHOLD_MB (500)."
+            "available RAM). From POLARS_THRESHOLD_MB (500)."
         ),
     )
     polars_enabled: bool | None = Field(
-        default=None, description="false: narwhals inputs always load with Dask. Default: env."
+        default=None,
+        description="false: narwhals inputs always load with Dask. From POLARS_ENABLED.",
     )
     force_dask: bool | None = Field(
-        default=None, description="true: narwhals inputs always load with Dask. Default: env."
+        default=None, description="true: narwhals inputs always load with Dask. From FORCE_DASK."
     )
     validate_integrity: bool | None = Field(
         default=None,
-        description="Check a Dask fallback's schema and row count. Default: VALIDATE_INTEGRITY.",
+        description="Check a Dask fallback's schema and row count. From VALIDATE_INTEGRITY.",
     )
     dask_scheduler_address: str | None = Field(
         default=None,
-        description="tcp://host:8786 of a Dask cluster. Default: DASK_SCHEDULER_ADDRESS.",
+        description="tcp://host:8786 of a Dask cluster (None: local). From DASK_SCHEDULER_ADDRESS.",
     )
+    verify_checksums: bool | None = Field(
+        default=None,
+        description="Verify each Parquet file version's page checksums before its first read. "
+        "From VERIFY_CHECKSUMS.",
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> HybridParquetIOManager:
+        """The IO manager with every field set from ``settings`` (default: the environment)."""
+        settings = settings or get_settings()
+        return cls(
+            base_dir=str(settings.lake_dir),
+            polars_threshold_mb=settings.polars_threshold_mb,
+            polars_enabled=settings.polars_enabled,
+            force_dask=settings.force_dask,
+            validate_integrity=settings.validate_integrity,
+            dask_scheduler_address=settings.dask_scheduler_address,
+            verify_checksums=settings.verify_checksums,
+        )
 
     # (run_id, step_key) of steps where an input load fell back to Dask.
     _fallback_steps: set[tuple[str, str]] = PrivateAttr(default_factory=set)
@@ -140,6 +163,7 @@ class HybridParquetIOManager(dg.ConfigurableIOManager):
             force_dask=self.force_dask,
             validate_integrity=self.validate_integrity,
             dask_scheduler_address=self.dask_scheduler_address,
+            verify_checksums=self.verify_checksums,
         )
 
     @property

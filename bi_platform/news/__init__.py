@@ -1,1 +1,1 @@
-"""News platform (seed 002): HuggingFace dataset <-> PostgreSQL news tables."""
+"""News platform: HuggingFace dataset <-> PostgreSQL news tables."""

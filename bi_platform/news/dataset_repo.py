@@ -827,18 +827,22 @@ class DatasetRepo(ABC):
 
 
 # -- factory --------------------------------------------------------------------------------
-def open_dataset_repo(settings: Settings | None = None) -> DatasetRepo:
-    """The news dataset repo: on the Hub if ``HF_REPO_ID`` is set, else a local directory."""
+def open_dataset_repo(
+    settings: Settings | None = None, *, hf_dir: Path | str | None = None
+) -> DatasetRepo:
+    """The news dataset repo: on the Hub if ``HF_REPO_ID`` is set, else a local directory
+    under ``hf_dir`` (default: ``$BI_PLATFORM_HOME/hf``), which also holds the Hub cache."""
     from bi_platform.news.dataset_repo_hub import HubDatasetRepo  # the backends import this module
     from bi_platform.news.dataset_repo_local import LocalDatasetRepo
     from bi_platform.settings import get_settings
 
     settings = settings if settings is not None else get_settings()
+    root = Path(hf_dir) if hf_dir is not None else settings.hf_dir
     if settings.hf_repo_id:
         return HubDatasetRepo(
             settings.hf_repo_id,
             token=settings.hf_token,
             endpoint=settings.hf_endpoint,
-            cache_dir=settings.hf_dir / "cache",
+            cache_dir=root / "cache",
         )
-    return LocalDatasetRepo(settings.hf_dir / LOCAL_REPO_NAME)
+    return LocalDatasetRepo(root / LOCAL_REPO_NAME)

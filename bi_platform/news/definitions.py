@@ -1,7 +1,9 @@
 """Definitions of the `news` domain, merged by `bi_platform.definitions`.
 
-News platform (seed 002): HuggingFace dataset <-> PostgreSQL news tables.
+News platform: HuggingFace dataset <-> PostgreSQL news tables.
 """
+
+from typing import Any
 
 import dagster as dg
 
@@ -16,6 +18,13 @@ from bi_platform.news.automation import (
 )
 from bi_platform.news.checks import news_checks
 from bi_platform.news.resources import NewsDatasetRepoResource
+from bi_platform.settings import Settings
+
+
+def resources(settings: Settings | None = None) -> dict[str, Any]:
+    """The domain's resources, configured from ``settings`` (default: the environment)."""
+    return {"news_repo": NewsDatasetRepoResource.from_settings(settings)}
+
 
 defs = dg.Definitions(
     assets=news_assets,
@@ -23,5 +32,5 @@ defs = dg.Definitions(
     jobs=[news_setup_job, news_ingest_job, hf_news_sync_job],
     schedules=[news_ingest_daily, hf_news_sync_daily],
     sensors=[news_inbox_sensor],
-    resources={"news_repo": NewsDatasetRepoResource()},
+    resources=resources(),
 )

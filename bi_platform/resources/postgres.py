@@ -12,24 +12,39 @@ from pydantic import Field, PrivateAttr
 
 from bi_platform.lib.secrets import mask_password
 from bi_platform.runtime.services import database_url
-from bi_platform.settings import get_settings
+from bi_platform.settings import Settings, get_settings
 
 
 class PostgresResource(dg.ConfigurableResource):
     """The platform's PostgreSQL database through a psycopg 3 connection pool.
 
-    ``database_url`` defaults to ``DATABASE_URL``, else the running local cluster that
-    ``bi-platform up`` started under ``$BI_PLATFORM_HOME``. The pool opens lazily on the
-    first connection and closes when the step ends.
+    ``database_url`` is unset in the definitions: the URL may carry a password, and the
+    local cluster's port is only known once ``bi-platform up`` started it, so it is read
+    when the first connection opens (``DATABASE_URL``, else the running local cluster
+    under ``$BI_PLATFORM_HOME``). :meth:`from_settings` sets the other fields, so the
+    Dagster UI shows the pool configuration in use. The pool opens lazily on the first
+    connection and closes when the step ends.
     """
 
     database_url: str | None = Field(
         default=None,
-        description="postgresql:// URL. Default: DATABASE_URL, else the local cluster.",
+        description=(
+            "postgresql:// URL. Unset (the definitions' value, so no password reaches the "
+            "UI): DATABASE_URL, else the running local cluster, read when first used."
+        ),
     )
     min_size: int = Field(default=1, ge=0, description="Connections the pool keeps open.")
     max_size: int = Field(default=4, ge=1, description="Upper bound of pooled connections.")
     application_name: str = Field(default="bi_platform", description="Shown in pg_stat_activity.")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> PostgresResource:
+        """The resource as the definitions configure it: the pool fields at their
+        defaults, ``database_url`` unset. ``settings`` is accepted for symmetry with the
+        other resources; the one setting involved, the URL, may carry a password, so it is
+        read from the settings in effect when the first connection opens."""
+        del settings
+        return cls()
 
     _pool: ConnectionPool | None = PrivateAttr(default=None)
 

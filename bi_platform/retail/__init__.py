@@ -1,1 +1,1 @@
-"""Retail BI tables (seed 000): Parquet tables behind the size-routed Polars/Dask IO manager."""
+"""Retail BI tables: Parquet tables behind the size-routed Polars/Dask IO manager."""

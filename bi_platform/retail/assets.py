@@ -6,8 +6,6 @@ Typed tables and marts are stored by the ``retail_io_manager``
 Polars or Dask according to its size on disk.
 """
 
-from pathlib import Path
-
 import dagster as dg
 import narwhals as nw
 import polars as pl
@@ -17,22 +15,19 @@ from bi_platform.io_managers.hybrid_parquet import AFTER_CHECKS, PUBLISH_KEY
 from bi_platform.retail import marts
 from bi_platform.retail.cleaning import QUARANTINE_COLUMNS
 from bi_platform.retail.inventory import analyze_tables, inventory_markdown, write_json_atomic
+from bi_platform.retail.published import (
+    GROUP,
+    materialized_path,
+    raw_key,
+    table_key,
+)
 from bi_platform.retail.resources import RetailExportsResource
 from bi_platform.retail.schema import TABLES, RetailTable
 from bi_platform.settings import get_settings
 
-GROUP = "retail"
 OWNERS = ["team:retail-bi"]
 IO_MANAGER = "retail_io_manager"
 TABLE_KINDS = {"polars", "dask", "parquet"}
-
-
-def raw_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([GROUP, "raw", name])
-
-
-def table_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([GROUP, name])
 
 
 def quarantine_name(table: RetailTable) -> str:
@@ -173,30 +168,6 @@ LAKE_TABLES = [
 ]
 
 
-def materialized_path(instance: dg.DagsterInstance, key: dg.AssetKey) -> Path:
-    """Where readers read ``key``: the published table (its ``path`` metadata). A staged
-    version that did not pass its checks is not there (see :func:`version_under_check`)."""
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(f"{key.to_user_string()} has not been materialized yet")
-    return Path(str(event.asset_materialization.metadata["path"].value))
-
-
-def version_under_check(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[Path, Path | None]:
-    """(published path, staged version or None) of ``key``'s latest materialization: the
-    staged version when it is still waiting to be published, else None (the checks then
-    look at the published table)."""
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(f"{key.to_user_string()} has not been materialized yet")
-    metadata = event.asset_materialization.metadata
-    published = Path(str(metadata["path"].value))
-    staged = metadata.get("staged_path")
-    if staged is not None and Path(str(staged.value)).exists():
-        return published, Path(str(staged.value))
-    return published, None
-
-
 #: One row per lake table in the inventory JSON's ``tables``.
 INVENTORY_SCHEMA = dg.TableSchema(
     columns=[
@@ -221,8 +192,8 @@ INVENTORY_SCHEMA = dg.TableSchema(
 )
 def table_inventory(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Every retail lake table with its size on disk, rows, columns, and the engine it
-    loads with under the threshold in force (the plan's ``analyze_all_tables``), as
-    JSON under $BI_PLATFORM_HOME/reports and a Markdown table here."""
+    loads with under the threshold in force, as JSON under $BI_PLATFORM_HOME/reports
+    and a Markdown table here."""
     config = EngineConfig.from_settings()
     tables = {key.path[-1]: materialized_path(context.instance, key) for key in LAKE_TABLES}
     report = analyze_tables(tables, config)

@@ -29,9 +29,9 @@ from bi_platform.io_managers.engines import (
     parquet_row_count,
     publish_staged,
 )
-from bi_platform.retail.assets import table_key, version_under_check
 from bi_platform.retail.cleaning import SchemaDriftError, check_columns, text_key_collisions
 from bi_platform.retail.parity import check_battery_parity
+from bi_platform.retail.published import table_key, version_under_check
 from bi_platform.retail.resources import RetailExportsResource
 from bi_platform.retail.schema import TABLES, RetailTable
 

@@ -27,7 +27,7 @@ from bi_platform.retail.cleaning import (
     unparsable_counts,
 )
 from bi_platform.retail.schema import RetailTable
-from bi_platform.settings import get_settings
+from bi_platform.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,19 @@ class RetailExportsResource(dg.ConfigurableResource):
     their columns are checked against the declared raw schema before any work starts.
     """
 
-    raw_dir: str | None = Field(default=None, description="Default: $BI_PLATFORM_HOME/raw/retail.")
+    raw_dir: str | None = Field(
+        default=None,
+        description=(
+            "Directory of the raw exports. From $BI_PLATFORM_HOME/raw/retail "
+            "(unset: read from BI_PLATFORM_HOME when used)."
+        ),
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> RetailExportsResource:
+        """The resource with ``raw_dir`` set from ``settings`` (default: the environment)."""
+        settings = settings or get_settings()
+        return cls(raw_dir=str(settings.raw_dir / "retail"))
 
     def directory(self) -> Path:
         return Path(self.raw_dir) if self.raw_dir else get_settings().raw_dir / "retail"

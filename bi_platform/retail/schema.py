@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from bi_platform.retail.rules import MONTHS, WEEK_LABELS
+
 # --------------------------------------------------------------------------------------
 # admmat: the product x store snapshot (one row per UNE x PRODUTO), ~97 columns
 # --------------------------------------------------------------------------------------
@@ -52,11 +54,11 @@ _ADMMAT_ABC: dict[str, pl.DataType] = {
 }
 # MES_01 is the last closed month, MES_12 twelve months ago; MES_PARCIAL the current one.
 _ADMMAT_MONTHLY: dict[str, pl.DataType] = {
-    **{f"MES_{m:02d}": pl.Float64() for m in range(1, 13)},
+    **{month: pl.Float64() for month in MONTHS},
     "MES_PARCIAL": pl.Float64(),
 }
 _ADMMAT_WEEKLY: dict[str, pl.DataType] = {}
-for _week in ["SEMANA_ATUAL", *(f"SEMANA_ANTERIOR_{k}" for k in range(2, 6))]:
+for _week in reversed(WEEK_LABELS):  # SEMANA_ATUAL, SEMANA_ANTERIOR_2 .. _5
     _ADMMAT_WEEKLY[_week] = pl.Float64()
     _ADMMAT_WEEKLY[f"FREQ_{_week}"] = pl.Int32()
     _ADMMAT_WEEKLY[f"QTDE_{_week}"] = pl.Float64()
@@ -261,7 +263,14 @@ class RetailTable:
             raise ValueError(f"{self.name}: number formats for non-string columns {stray}")
 
     def number_format(self, column: str) -> NumberFormat:
-        """The declared format of ``column`` (:data:`PT_BR` when none is declared)."""
+        """The declared format of ``column`` (:data:`PT_BR` when none is declared).
+
+        Args:
+            column: A column of the table.
+
+        Returns:
+            Its number format.
+        """
         return self.number_formats.get(column, PT_BR)
 
     @property

@@ -43,10 +43,12 @@ from pathlib import Path
 
 import psutil
 
-from bi_platform.cadastral.spark_config import DEFAULT_JDBC_JAR, static_settings
 from bi_platform.lib.files import write_text_atomic
 
 log = logging.getLogger(__name__)
+
+#: The PostgreSQL JDBC driver the system package (``libpostgresql-jdbc-java``) installs.
+POSTGRES_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 
 HOST = "127.0.0.1"
 KINDS = ("spark", "spark-connect", "dask")
@@ -357,24 +359,26 @@ def start_spark_standalone(
 def start_spark_connect(
     directory: Path,
     *,
+    conf: Mapping[str, str] | None = None,
     master: str = "local[2]",
-    cores: int = 2,
     driver_memory: str = "1g",
-    jdbc_jar: Path | None = DEFAULT_JDBC_JAR,
+    jdbc_jar: Path | None = POSTGRES_JDBC_JAR,
     timeout: float = 180,
 ) -> ClusterState:
     """A Spark Connect server (the wheel's ``spark-connect`` jar) on ``master``.
 
     The server is started as ``sbin/start-connect-server.sh --wait`` would start it, but
     directly through ``bin/spark-submit`` so that this module owns its process group. It
-    runs with the platform's static Spark settings for ``cores`` cores
-    (:func:`bi_platform.cadastral.spark_config.static_settings`), the PostgreSQL JDBC
-    jar, and an event log under ``directory/events``.
+    runs with the application settings ``conf`` (the caller's: e.g. the cadastral
+    pipeline's, :func:`bi_platform.cadastral.spark_config.connect_server_settings`), the
+    PostgreSQL JDBC jar, and an event log under ``directory/events``.
 
     Args:
         directory: Where the state, logs, event log and scratch space go (created).
+        conf: Spark settings of the applications the server runs (SQL tuning,
+            serializer...); the server's own master, memory, jars, scratch space, gRPC
+            binding and event log are set here and take precedence.
         master: The server's own master (``local[2]``, or a ``spark://`` cluster).
-        cores: Cores the settings are sized for.
         driver_memory: Heap of the server JVM (which runs local-mode tasks too).
         jdbc_jar: PostgreSQL JDBC driver for the sync's JDBC reads (skipped if missing).
         timeout: Seconds to wait for the gRPC port.
@@ -387,16 +391,12 @@ def start_spark_connect(
     events = directory / "events"
     events.mkdir(exist_ok=True)
     port = free_port()
-    conf = static_settings(
-        importlib.metadata.version("pyspark"),
-        cores,
-        master=master,
-        jdbc_jar=jdbc_jar,
-        driver_memory=driver_memory,
-        local_dir=directory / "tmp",
-    )
-    conf.update(
+    settings = dict(conf or {})
+    settings.update(
         {
+            "spark.master": master,
+            "spark.driver.memory": driver_memory,
+            "spark.local.dir": str(directory / "tmp"),
             "spark.app.name": "bi_platform Spark Connect server",
             "spark.connect.grpc.binding.address": HOST,
             "spark.connect.grpc.binding.port": str(port),
@@ -407,8 +407,10 @@ def start_spark_connect(
             "spark.eventLog.rolling.enabled": "false",
         }
     )
+    if jdbc_jar is not None and jdbc_jar.exists():
+        settings["spark.jars"] = str(jdbc_jar)
     argv = [str(spark_home() / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS]
-    for key, value in conf.items():
+    for key, value in settings.items():
         argv += ["--conf", f"{key}={value}"]
     argv.append("spark-internal")
     address = f"sc://{HOST}:{port}"
@@ -553,8 +555,16 @@ def cluster_dir(root: Path, kind: str) -> Path:
     return Path(root) / kind
 
 
-def up(kind: str, root: Path) -> tuple[ClusterState, bool]:
+def up(
+    kind: str, root: Path, *, spark_conf: Mapping[str, str] | None = None
+) -> tuple[ClusterState, bool]:
     """Start the ``kind`` cluster under ``root`` unless it is already running.
+
+    Args:
+        kind: one of :data:`KINDS`.
+        root: the directory of every cluster's state.
+        spark_conf: application settings of a ``spark-connect`` server (ignored by the
+            other kinds).
 
     Returns:
         ``(state, started)``: ``started`` is False when a running cluster was found.
@@ -565,11 +575,9 @@ def up(kind: str, root: Path) -> tuple[ClusterState, bool]:
         if existing.running():
             return existing, False
         stop(existing)  # a half-dead cluster: clear it before starting anew
-    starters = {
-        "spark": start_spark_standalone,
-        "spark-connect": start_spark_connect,
-        "dask": start_dask,
-    }
+    if kind == "spark-connect":
+        return start_spark_connect(directory, conf=spark_conf), True
+    starters = {"spark": start_spark_standalone, "dask": start_dask}
     return starters[kind](directory), True
 
 

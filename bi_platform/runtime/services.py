@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import psycopg
+
+from bi_platform.lib.benchmarking import BenchError
 from bi_platform.lib.files import atomic_path, write_text_atomic
 from bi_platform.lib.secrets import mask_password
 from bi_platform.runtime.postgres import (
@@ -28,7 +31,7 @@ from bi_platform.runtime.postgres import (
     prepare_shared_root,
     resolve_cluster_root,
 )
-from bi_platform.settings import Settings
+from bi_platform.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -278,3 +281,32 @@ __all__ = [
     "status_json",
     "up",
 ]
+
+
+def admin_url(url: str | None = None) -> str:
+    """The URL on which a benchmark creates its scratch databases.
+
+    Args:
+        url: the server to use; default: the platform's (``DATABASE_URL``, else
+            the running local cluster).
+
+    Returns:
+        A URL that answered ``SELECT 1``.
+
+    Raises:
+        BenchError: no server, or it does not answer (the message says how to start one).
+    """
+    if url is None:
+        try:
+            url = database_url(get_settings())
+        except PostgresRuntimeError as exc:
+            raise BenchError(f"no PostgreSQL server: {exc}") from None
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        raise BenchError(
+            f"PostgreSQL at {mask_password(url)} does not answer ({exc}); "
+            "start the local server with `bi-platform up` (or pass --database-url)"
+        ) from None
+    return url

@@ -1,1 +1,1 @@
-"""BI serving (seed 001): the DuckDB warehouse and the query API for concurrent users."""
+"""BI serving: the DuckDB warehouse and the query API for concurrent users."""

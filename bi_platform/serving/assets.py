@@ -9,7 +9,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from bi_platform.automation import after_upstream_gates
-from bi_platform.retail.assets import materialized_path, table_key
+from bi_platform.retail.published import materialized_path, table_key
 from bi_platform.serving.warehouse import (
     AGGREGATES,
     SOURCE_TABLES,

@@ -55,8 +55,8 @@ __all__ = [
     "ttl_for",
 ]
 
-#: Seconds a result stays cached, by query class (the plan: top products 1 h, dashboard
-#: metrics 5 min, forecasts 1 h, suppliers 6 h); "default" for anything unclassified.
+#: Seconds a result stays cached, by query class (top products 1 h, dashboard metrics
+#: 5 min, forecasts 1 h, suppliers 6 h); "default" for anything unclassified.
 TTL_BY_CLASS: dict[str, float] = {
     "top_products": 3600,
     "dashboard": 300,

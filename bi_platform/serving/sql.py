@@ -10,7 +10,10 @@ milliseconds where the narwhals version scans the 1.1M-row ``admmat`` (70-190 ms
 The results equal the narwhals implementation's (same columns, types, rows and order;
 floating sums up to summation order), which stays the reference
 (:func:`bi_platform.serving.queries.execute_reference`) and is compared with these for
-every query over a range of parameters and segment restrictions in the tests.
+every query over a range of parameters and segment restrictions in the tests. The
+business rules (ratios, growth, daily demand, lead-time buckets, the month and week
+calendar) come from :mod:`bi_platform.retail.rules`, which also gives the narwhals
+battery its versions of them.
 
 Security: the SQL text is fixed per query; parameter values and segments are bound as
 ``?`` parameters of a prepared statement, never formatted into the text (only the
@@ -30,32 +33,45 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from bi_platform.retail.queries import ALL_SEGMENTS, CATALOG, LEADTIME_BUCKETS, BusinessQuery
+from bi_platform.retail.queries import ALL_SEGMENTS, CATALOG, BusinessQuery
+from bi_platform.retail.rules import (
+    MONTH_ROWS,
+    MONTHS,
+    WEEKS,
+    daily_demand_sql,
+    growth_sql,
+    growth_value,
+    leadtime_bucket_sql,
+    ratio_sql,
+    sql_ident,
+)
 
 #: Relative slack of the pre-filters on stored ratios (a superset of the exact filter,
-#: which follows them; see :func:`_low_stock_high_demand`).
+#: which follows them; see :func:`_near_reorder_point`).
 _SLACK = 1e-9
-_MONTHS = tuple(f"MES_{m:02d}" for m in range(1, 13))
-#: Weekly columns, oldest first: (label, weeks ago) -- as in the retail battery.
-_WEEKS: tuple[tuple[str, int], ...] = (
-    *((f"SEMANA_ANTERIOR_{k}", k - 1) for k in range(5, 1, -1)),
-    ("SEMANA_ATUAL", 0),
-)
 
 Statement = tuple[str, list[Any]]
 Builder = Callable[[Mapping[str, Any], "list[str] | None"], Statement]
 
 
-def q(name: str) -> str:
-    """A double-quoted identifier (names come from this module, never from clients)."""
-    return '"' + name.replace('"', '""') + '"'
+#: A double-quoted identifier (names come from this module, never from clients).
+q = sql_ident
 
 
 def effective_segments(
     query: BusinessQuery, params: Mapping[str, Any], segments: Sequence[str] | None
 ) -> list[str] | None:
     """The segments a query reads: the row-level-security ``segments`` (``None``: all)
-    narrowed to the ``segmento`` parameter unless it is :data:`ALL_SEGMENTS`."""
+    narrowed to the ``segmento`` parameter unless it is :data:`ALL_SEGMENTS`.
+
+    Args:
+        query: The catalog query.
+        params: Its validated parameters.
+        segments: Row-level security restriction (``None``: none).
+
+    Returns:
+        The segments to filter by (``None``: all; empty: none).
+    """
     allowed = None if segments is None else sorted(set(segments))
     chosen = params.get("segmento") if any(p.name == "segmento" for p in query.params) else None
     if chosen is None or chosen == ALL_SEGMENTS:
@@ -88,13 +104,6 @@ def _csum(column: str, alias: str | None = None) -> str:
     return f"coalesce(sum({q(column)}), 0) AS {q(alias or column)}"
 
 
-def _ratio(num: str, den: str) -> str:
-    return f"CASE WHEN {den} > 0 THEN CAST({num} AS DOUBLE) / CAST({den} AS DOUBLE) END"
-
-
-_MONTH_ROWS = [(m, int(m[-2:])) for m in reversed(_MONTHS)]
-
-
 # --------------------------------------------------------------------------------------
 # The statements (params are validated and typed by resolve(); seg = effective segments)
 # --------------------------------------------------------------------------------------
@@ -124,20 +133,18 @@ def _top_products_by_segment(p: Mapping[str, Any], seg: list[str] | None) -> Sta
 
 def _segment_sales_evolution(p: Mapping[str, Any], seg: list[str] | None) -> Statement:
     where, args = _where_segments(seg)
-    sums = ", ".join(_csum(m) for m in _MONTHS)
+    sums = ", ".join(_csum(m) for m in MONTHS)
     return f"SELECT {sums} FROM srv_segment WHERE {where}", args
 
 
 def _evolution_rows(wide: dict[str, float]) -> pa.Table:
     labels, ordinals, sales, changes = [], [], [], []
-    for month, ordinal in _MONTH_ROWS:
+    for month, ordinal in MONTH_ROWS:
         prev = f"MES_{ordinal + 1:02d}"
         labels.append(month)
         ordinals.append(ordinal)
         sales.append(wide[month])
-        changes.append(
-            (wide[month] - wide[prev]) / wide[prev] if ordinal < 12 and wide[prev] > 0 else None
-        )
+        changes.append(growth_value(wide[month], wide[prev] if ordinal < len(MONTHS) else None))
     return pa.table(
         {
             "MES": pa.array(labels, pa.string()),
@@ -170,7 +177,7 @@ def _segment_ranking_quarter(p: Mapping[str, Any], seg: list[str] | None) -> Sta
         + ', CAST(coalesce(sum("ITENS"), 0) AS BIGINT) AS "ITENS" '
         f'FROM srv_segment WHERE {where} GROUP BY "NOMESEGMENTO"), '
         't AS (SELECT coalesce(sum("VENDA_TRIMESTRE"), 0) AS "__TOTAL" FROM f) '
-        "SELECT f.*, " + _ratio('"VENDA_TRIMESTRE"', '"__TOTAL"') + ' AS "PARTICIPACAO" '
+        "SELECT f.*, " + ratio_sql('"VENDA_TRIMESTRE"', '"__TOTAL"') + ' AS "PARTICIPACAO" '
         "FROM f CROSS JOIN t",
         args,
     )
@@ -182,7 +189,7 @@ def _abc_concentration(p: Mapping[str, Any], seg: list[str] | None) -> Statement
     return (
         'SELECT "UNE", "UNE_NOME", CAST(? AS VARCHAR) AS "CLASSE", "ITENS", "ITENS_CLASSE", '
         '"VENDA_CLASSE", "VENDA_30DD", '
-        + _ratio('"VENDA_CLASSE"', '"VENDA_30DD"')
+        + ratio_sql('"VENDA_CLASSE"', '"VENDA_30DD"')
         + ' AS "CONCENTRACAO" FROM ('
         'SELECT "UNE", "UNE_NOME", CAST(coalesce(sum("ITENS"), 0) AS BIGINT) AS "ITENS", '
         'CAST(coalesce(sum(CASE WHEN "ABC_UNE_30DD" = ? THEN "ITENS" ELSE 0 END), 0) '
@@ -200,9 +207,9 @@ def _seasonality(p: Mapping[str, Any], seg: list[str] | None) -> Statement:
 
 
 def _seasonality_rows(wide: dict[str, float]) -> pa.Table:
-    total = functools.reduce(operator.add, (wide[m] for m in _MONTHS))  # in order, as SQL
+    total = functools.reduce(operator.add, (wide[m] for m in MONTHS))  # in order, as SQL
     labels, ordinals, sales, shares, indices = [], [], [], [], []
-    for month, ordinal in _MONTH_ROWS:
+    for month, ordinal in MONTH_ROWS:
         labels.append(month)
         ordinals.append(ordinal)
         sales.append(wide[month])
@@ -244,27 +251,9 @@ def _near_reorder_point(p: Mapping[str, Any], seg: list[str] | None) -> Statemen
     )
 
 
-def _leadtime_case(values: Sequence[str], null: str, last: str) -> str:
-    lead = '"LEADTIME_LV"'
-    whens = " ".join(
-        f"WHEN {lead} <= {upper} THEN {value}"
-        for (upper, _), value in zip(LEADTIME_BUCKETS, values, strict=True)
-    )
-    return f"CASE WHEN {lead} IS NULL THEN {null} {whens} ELSE {last} END"
-
-
 def _leadtime_vs_sales(p: Mapping[str, Any], seg: list[str] | None) -> Statement:
     where, args = _where_segments(seg)
-    order = _leadtime_case(
-        [f"CAST({i} AS BIGINT)" for i in range(1, len(LEADTIME_BUCKETS) + 1)],
-        "CAST(0 AS BIGINT)",
-        f"CAST({len(LEADTIME_BUCKETS) + 1} AS BIGINT)",
-    )
-    label = _leadtime_case(
-        [f"CAST('{name}' AS VARCHAR)" for _, name in LEADTIME_BUCKETS],
-        "CAST('SEM LEADTIME' AS VARCHAR)",
-        f"CAST('> {LEADTIME_BUCKETS[-1][0]} DIAS' AS VARCHAR)",
-    )
+    order, label = leadtime_bucket_sql()
     return (
         f'SELECT {order} AS "FAIXA_ORDEM", {label} AS "FAIXA_LEADTIME", '
         'CAST(sum("ITENS") AS BIGINT) AS "ITENS", '
@@ -323,7 +312,7 @@ def _rupture_risk_by_segment(p: Mapping[str, Any], seg: list[str] | None) -> Sta
     return (
         'SELECT "NOMESEGMENTO", CAST("ITENS" AS BIGINT) AS "ITENS", '
         'CAST("ITENS_RUPTURA" AS BIGINT) AS "ITENS_RUPTURA", "VENDA_EM_RISCO", "VENDA_30DD", '
-        + _ratio('"ITENS_RUPTURA"', '"ITENS"')
+        + ratio_sql('"ITENS_RUPTURA"', '"ITENS"')
         + ' AS "PCT_RUPTURA" FROM (SELECT "NOMESEGMENTO", coalesce(sum("ITENS"), 0) AS "ITENS", '
         + ", ".join(_csum(c) for c in ("ITENS_RUPTURA", "VENDA_EM_RISCO", "VENDA_30DD"))
         + f' FROM srv_segment WHERE {where} GROUP BY "NOMESEGMENTO")',
@@ -397,9 +386,12 @@ def _products_without_sales_90d(p: Mapping[str, Any], seg: list[str] | None) -> 
 
 def _stock_coverage_by_segment(p: Mapping[str, Any], seg: list[str] | None) -> Statement:
     where, args = _where_segments(seg)
+    demand = daily_demand_sql('"VENDA_TRIMESTRE"')
     return (
-        "SELECT *, " + _ratio('"ESTOQUE_UNE"', '"DEMANDA_DIARIA"') + ' AS "COBERTURA_DIAS" FROM '
-        '(SELECT *, "VENDA_TRIMESTRE" / 90.0 AS "DEMANDA_DIARIA" FROM '
+        "SELECT *, "
+        + ratio_sql('"ESTOQUE_UNE"', '"DEMANDA_DIARIA"')
+        + ' AS "COBERTURA_DIAS" FROM '
+        + f'(SELECT *, {demand} AS "DEMANDA_DIARIA" FROM '
         '(SELECT "NOMESEGMENTO", '
         + ", ".join(_csum(c) for c in ("ESTOQUE_UNE", "VENDA_TRIMESTRE"))
         + f' FROM srv_segment WHERE {where} GROUP BY "NOMESEGMENTO"))',
@@ -409,9 +401,10 @@ def _stock_coverage_by_segment(p: Mapping[str, Any], seg: list[str] | None) -> S
 
 def _promotional_performance(p: Mapping[str, Any], seg: list[str] | None) -> Statement:
     where, args = _where_segments(seg)
+    change = growth_sql('"VENDA_30DD"', '"MES_01"')
     return (
-        'SELECT *, CASE WHEN "MES_01" > 0 THEN ("VENDA_30DD" - "MES_01") / "MES_01" END '
-        'AS "VARIACAO" FROM (SELECT "PROMOCIONAL", CAST(sum("ITENS") AS BIGINT) AS "ITENS", '
+        f'SELECT *, {change} AS "VARIACAO" '
+        'FROM (SELECT "PROMOCIONAL", CAST(sum("ITENS") AS BIGINT) AS "ITENS", '
         + _csum("VENDA_30DD")
         + ', sum("VENDA_30DD") / nullif(sum("N_VENDA_30DD"), 0) AS "VENDA_MEDIA_30DD", '
         + _csum("MES_01")
@@ -432,7 +425,7 @@ def _discontinued_in_stock(p: Mapping[str, Any], seg: list[str] | None) -> State
 def _weekly_trend(p: Mapping[str, Any], seg: list[str] | None) -> Statement:
     where, args = _where_segments(seg)
     sums = ", ".join(
-        [*(_csum(f"QTDE_{w}") for w, _ in _WEEKS), *(_csum(f"FREQ_{w}") for w, _ in _WEEKS)]
+        [*(_csum(f"QTDE_{w}") for w, _ in WEEKS), *(_csum(f"FREQ_{w}") for w, _ in WEEKS)]
     )
     return f"SELECT {sums} FROM srv_segment WHERE {where}", args
 
@@ -440,14 +433,13 @@ def _weekly_trend(p: Mapping[str, Any], seg: list[str] | None) -> Statement:
 def _weekly_rows(wide: dict[str, float]) -> pa.Table:
     labels, ordinals, quantities, frequencies, changes = [], [], [], [], []
     previous: str | None = None
-    for week, ordinal in _WEEKS:
+    for week, ordinal in WEEKS:
         qty = wide[f"QTDE_{week}"]
         labels.append(week)
         ordinals.append(ordinal)
         quantities.append(qty)
         frequencies.append(round(wide[f"FREQ_{week}"]))
-        prev = None if previous is None else wide[f"QTDE_{previous}"]
-        changes.append((qty - prev) / prev if prev is not None and prev > 0 else None)
+        changes.append(growth_value(qty, None if previous is None else wide[f"QTDE_{previous}"]))
         previous = week
     return pa.table(
         {
@@ -467,7 +459,7 @@ def _category_ranking_in_segment(p: Mapping[str, Any], seg: list[str] | None) ->
         'CAST("PRODUTOS" AS BIGINT) AS "PRODUTOS" '
         f"FROM srv_segment_category WHERE {where}), "
         't AS (SELECT coalesce(sum("VENDA_30DD"), 0) AS "__TOTAL" FROM f) '
-        "SELECT f.*, " + _ratio('"VENDA_30DD"', '"__TOTAL"') + ' AS "PARTICIPACAO" '
+        "SELECT f.*, " + ratio_sql('"VENDA_30DD"', '"__TOTAL"') + ' AS "PARTICIPACAO" '
         "FROM f CROSS JOIN t"
     ), args
 
@@ -591,7 +583,16 @@ def statement(
 ) -> Statement:
     """``(sql, args)`` of catalog ``query`` with validated ``params``, restricted to
     ``segments`` (``None``: unrestricted): the sorted (and, for top-N queries, limited)
-    result in the battery's column order (for :data:`RESHAPE` queries: the sums)."""
+    result in the battery's column order (for :data:`RESHAPE` queries: the sums).
+
+    Args:
+        query: The catalog query.
+        params: Its validated parameters.
+        segments: Row-level security restriction (``None``: none).
+
+    Returns:
+        The SQL text and its ``?`` arguments.
+    """
     sql, args = STATEMENTS[query.name](params, effective_segments(query, params, segments))
     if query.name in RESHAPE:
         return sql, args
@@ -610,7 +611,17 @@ def run(
 ) -> pa.Table:
     """Run ``query`` as its prepared statement on ``connection``; the result as Arrow
     (fetched as rows -- one round trip to DuckDB -- and typed from the result's
-    description, exactly as DuckDB's Arrow export types them)."""
+    description, exactly as DuckDB's Arrow export types them).
+
+    Args:
+        connection: A connection to the warehouse (see ``open_read_only``).
+        query: The catalog query.
+        params: Its validated parameters.
+        segments: Row-level security restriction (``None``: none).
+
+    Returns:
+        The result, equal to the narwhals battery's.
+    """
     if query.name in BOUNDS:
         sql, args = BOUNDS[query.name](params, effective_segments(query, params, segments))
         row = connection.execute(sql, args).fetchone()

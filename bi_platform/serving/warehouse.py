@@ -5,6 +5,8 @@
 native table an order of magnitude more -- adds pre-aggregated tables for the dashboard
 metrics (:data:`AGGREGATES`), and records what it built in ``warehouse_meta``
 (``data_version``, ``built_at``, one row per table with its row count).
+The aggregates' business rules (critical rupture, stock value, shortfall, daily demand,
+growth, the calendar) are the SQL forms of :mod:`bi_platform.retail.rules`.
 
 The build writes a NEW file next to the target (``.<name>.<uuid>.building``),
 checkpoints and closes it, then publishes it with :func:`os.replace`: a reader that holds
@@ -34,6 +36,25 @@ import duckdb
 from bi_platform.io_managers.engines import parquet_files, parquet_row_count
 from bi_platform.lib.files import replace_durably
 from bi_platform.retail.marts import MARTS
+from bi_platform.retail.rules import (
+    CRITICAL_RUPTURE,
+    DAILY_DEMAND,
+    DISCONTINUED_IN_STOCK,
+    HAS_DEMAND,
+    HAS_REORDER_POINT,
+    IN_STORE_STOCK,
+    MONTH_ROWS,
+    MONTHS,
+    NO_SALES_90D,
+    QUARTER_SALES,
+    SHORTFALL,
+    STOCK_VALUE,
+    WEEK_LABELS,
+    flag_sql,
+    growth_sql,
+    ratio_sql,
+    sql_ident,
+)
 from bi_platform.retail.schema import TABLES
 
 logger = logging.getLogger(__name__)
@@ -48,12 +69,20 @@ RETAIL_PREFIX = "retail"
 #: Retail lake tables loaded natively: the typed tables, then the marts.
 SOURCE_TABLES: tuple[str, ...] = (*TABLES, *MARTS)
 
-_MONTHS = tuple(f"MES_{m:02d}" for m in range(1, 13))
-_CRITICAL = '("ESTOQUE_CD" = 0 AND "ESTOQUE_UNE" < "ESTOQUE_LV" AND "VENDA_30DD" > 0)'
+_CRITICAL = CRITICAL_RUPTURE.sql
+_STOCK_VALUE = STOCK_VALUE.sql
+#: The per-store sums of the store-grain aggregates: items, sales, stock, stock value.
+_STORE_SUMS = f"""count(*) AS "ITENS",
+               sum("VENDA_30DD") AS "VENDA_30DD",
+               sum("MES_01") AS "MES_01",
+               sum("MES_PARCIAL") AS "MES_PARCIAL",
+               sum("ESTOQUE_UNE") AS "ESTOQUE_UNE",
+               sum({_STOCK_VALUE}) AS "VALOR_ESTOQUE\""""
+#: One row per admmat row and month (MES_01 first): segment, store, month, sales.
 _MONTH_UNION = " UNION ALL ".join(
     f'SELECT "NOMESEGMENTO", "UNE", "UNE_NOME", \'{m}\' AS "MES", '
-    f'{int(m[-2:])} AS "MESES_ATRAS", "{m}" AS "VENDAS" FROM admmat'
-    for m in _MONTHS
+    f'{months_ago} AS "MESES_ATRAS", "{m}" AS "VENDAS" FROM admmat'
+    for m, months_ago in reversed(MONTH_ROWS)
 )
 
 #: Pre-aggregated tables for dashboard metrics: name -> SELECT over the native tables.
@@ -68,12 +97,7 @@ AGGREGATES: dict[str, str] = {
     """,
     "agg_sales_by_segment_une": f"""
         SELECT "NOMESEGMENTO", "UNE", "UNE_NOME",
-               count(*) AS "ITENS",
-               sum("VENDA_30DD") AS "VENDA_30DD",
-               sum("MES_01") AS "MES_01",
-               sum("MES_PARCIAL") AS "MES_PARCIAL",
-               sum("ESTOQUE_UNE") AS "ESTOQUE_UNE",
-               sum("ESTOQUE_UNE" * "LIQUIDO_38") AS "VALOR_ESTOQUE",
+               {_STORE_SUMS},
                count(*) FILTER (WHERE {_CRITICAL}) AS "ITENS_RUPTURA_CRITICA"
         FROM admmat
         GROUP BY ALL
@@ -101,7 +125,7 @@ AGGREGATES: dict[str, str] = {
     "agg_critical_rupture_by_segment_une": f"""
         SELECT "NOMESEGMENTO", "UNE", "UNE_NOME",
                count(*) AS "ITENS_RUPTURA",
-               sum("ESTOQUE_LV" - "ESTOQUE_UNE") AS "NECESSIDADE",
+               sum({SHORTFALL.sql}) AS "NECESSIDADE",
                sum("VENDA_30DD") AS "VENDA_30DD_EM_RISCO"
         FROM admmat
         WHERE {_CRITICAL}
@@ -111,24 +135,17 @@ AGGREGATES: dict[str, str] = {
 }
 
 
-_Q3 = 'coalesce("MES_01", 0.0) + coalesce("MES_02", 0.0) + coalesce("MES_03", 0.0)'
-_WEEK_NAMES = (
-    "SEMANA_ANTERIOR_5",
-    "SEMANA_ANTERIOR_4",
-    "SEMANA_ANTERIOR_3",
-    "SEMANA_ANTERIOR_2",
-    "SEMANA_ATUAL",
-)
+_Q3 = QUARTER_SALES.sql
 _SEGMENT_SUMS = ",\n".join(
-    [f'sum("{m}") AS "{m}"' for m in _MONTHS]
-    + [f'sum("QTDE_{w}") AS "QTDE_{w}"' for w in _WEEK_NAMES]
-    + [f'sum(CAST("FREQ_{w}" AS DOUBLE)) AS "FREQ_{w}"' for w in _WEEK_NAMES]
+    [f'sum("{m}") AS "{m}"' for m in MONTHS]
+    + [f'sum("QTDE_{w}") AS "QTDE_{w}"' for w in WEEK_LABELS]
+    + [f'sum(CAST("FREQ_{w}" AS DOUBLE)) AS "FREQ_{w}"' for w in WEEK_LABELS]
 )
 
-_PER_PRODUCT = """count(*) AS "ITENS",
+_PER_PRODUCT = f"""count(*) AS "ITENS",
     coalesce(sum("VENDA_30DD"), 0) AS "VENDA_30DD",
     coalesce(sum("MES_01"), 0) AS "MES_01",
-    coalesce(sum("ESTOQUE_UNE" * "LIQUIDO_38"), 0) AS "VALOR_ESTOQUE\""""
+    coalesce(sum({_STOCK_VALUE}), 0) AS "VALOR_ESTOQUE\""""
 _MANUFACTURER = """count(*) AS "PRODUTOS",
     coalesce(sum("ITENS"), 0) AS "ITENS",
     coalesce(sum("VENDA_30DD"), 0) AS "VENDA_30DD",
@@ -142,9 +159,9 @@ def _coverage_rows(order_by: str, extra: str = "") -> str:
     return f"""
         SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
                "ESTOQUE_UNE", "DEMANDA_DIARIA",
-               CAST("ESTOQUE_UNE" AS DOUBLE) / "DEMANDA_DIARIA" AS "COBERTURA_DIAS"{extra}
-        FROM (SELECT *, ({_Q3}) / 90.0 AS "DEMANDA_DIARIA" FROM admmat)
-        WHERE "DEMANDA_DIARIA" > 0
+               {ratio_sql('"ESTOQUE_UNE"', '"DEMANDA_DIARIA"')} AS "COBERTURA_DIAS"{extra}
+        FROM (SELECT *, {DAILY_DEMAND.sql} AS "DEMANDA_DIARIA" FROM admmat)
+        WHERE {HAS_DEMAND.sql}
         ORDER BY {order_by}
     """
 
@@ -160,20 +177,15 @@ SERVING_AGGREGATES: dict[str, str] = {
                sum("VENDA_30DD") AS "VENDA_30DD",
                sum("MES_PARCIAL") AS "MES_PARCIAL",
                sum("ESTOQUE_UNE") AS "ESTOQUE_UNE",
-               sum("ESTOQUE_UNE" * "LIQUIDO_38") AS "VALOR_ESTOQUE",
-               sum(CASE WHEN {_CRITICAL} THEN 1.0 ELSE 0.0 END) AS "ITENS_RUPTURA",
+               sum({_STOCK_VALUE}) AS "VALOR_ESTOQUE",
+               sum({flag_sql(_CRITICAL)}) AS "ITENS_RUPTURA",
                sum(CASE WHEN {_CRITICAL} THEN "VENDA_30DD" ELSE 0.0 END) AS "VENDA_EM_RISCO"
         FROM admmat GROUP BY ALL ORDER BY ALL
     """,
-    "srv_segment_une_abc": """
+    "srv_segment_une_abc": f"""
         SELECT "NOMESEGMENTO", "UNE", "UNE_NOME", "ABC_UNE_30DD",
-               count(*) AS "ITENS",
-               sum("VENDA_30DD") AS "VENDA_30DD",
-               sum("MES_01") AS "MES_01",
-               sum("MES_PARCIAL") AS "MES_PARCIAL",
-               sum("ESTOQUE_UNE") AS "ESTOQUE_UNE",
-               sum("ESTOQUE_UNE" * "LIQUIDO_38") AS "VALOR_ESTOQUE",
-               sum(CASE WHEN "ESTOQUE_UNE" > 0 THEN 1.0 ELSE 0.0 END) AS "ITENS_COM_ESTOQUE"
+               {_STORE_SUMS},
+               sum({flag_sql(IN_STORE_STOCK.sql)}) AS "ITENS_COM_ESTOQUE"
         FROM admmat GROUP BY ALL ORDER BY "NOMESEGMENTO", "UNE", "UNE_NOME", "ABC_UNE_30DD"
     """,
     "srv_segment_promo_leadtime": """
@@ -199,13 +211,13 @@ SERVING_AGGREGATES: dict[str, str] = {
         )
         ORDER BY "__POS", "NOMESEGMENTO"
     """,
-    "srv_segment_growth": """
+    "srv_segment_growth": f"""
         SELECT *, row_number() OVER (
             PARTITION BY "NOMESEGMENTO" ORDER BY "CRESCIMENTO" DESC NULLS LAST, "PRODUTO"
         ) AS "__POS"
         FROM (
             SELECT "NOMESEGMENTO", "PRODUTO", "NOME", "MES_01", "MES_02",
-                   ("MES_01" - "MES_02") / "MES_02" AS "CRESCIMENTO"
+                   {growth_sql('"MES_01"', '"MES_02"')} AS "CRESCIMENTO"
             FROM (
                 SELECT "NOMESEGMENTO", "PRODUTO", "NOME",
                        coalesce(sum("MES_01"), 0) AS "MES_01",
@@ -216,12 +228,12 @@ SERVING_AGGREGATES: dict[str, str] = {
         )
         ORDER BY "__POS", "NOMESEGMENTO"
     """,
-    "srv_segment_manufacturer_product": """
+    "srv_segment_manufacturer_product": f"""
         SELECT "NOMESEGMENTO", "NOMEFABRICANTE", "PRODUTO",
                count(*) AS "ITENS",
                sum("VENDA_30DD") AS "VENDA_30DD",
                sum("MES_01") AS "MES_01",
-               sum("ESTOQUE_UNE" * "LIQUIDO_38") AS "VALOR_ESTOQUE"
+               sum({_STOCK_VALUE}) AS "VALOR_ESTOQUE"
         FROM admmat GROUP BY ALL ORDER BY ALL
     """,
     "srv_segment_manufacturer": f"""
@@ -263,8 +275,8 @@ SERVING_AGGREGATES: dict[str, str] = {
                coalesce(sum("VENDA_30DD"), 0) AS "VENDA_30DD",
                coalesce(sum("MES_01"), 0) AS "MES_01",
                coalesce(sum("ESTOQUE_UNE"), 0) AS "ESTOQUE_UNE",
-               coalesce(sum("ESTOQUE_UNE" * "LIQUIDO_38"), 0) AS "VALOR_ESTOQUE",
-               coalesce(sum(CASE WHEN {_CRITICAL} THEN 1.0 ELSE 0.0 END), 0) AS "ITENS_RUPTURA"
+               coalesce(sum({_STOCK_VALUE}), 0) AS "VALOR_ESTOQUE",
+               coalesce(sum({flag_sql(_CRITICAL)}), 0) AS "ITENS_RUPTURA"
         FROM admmat
     """,
     # row-level tables: narrow, pre-filtered by the parameter-free conditions and stored
@@ -284,13 +296,12 @@ SERVING_AGGREGATES: dict[str, str] = {
     "srv_rows_stock_by_segment": _coverage_rows(
         '"NOMESEGMENTO", "ESTOQUE_UNE" DESC NULLS LAST, "UNE", "PRODUTO"'
     ),
-    "srv_rows_reorder": """
+    "srv_rows_reorder": f"""
         SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
                "ESTOQUE_UNE", "PONTO_PEDIDO_LV",
-               CAST("ESTOQUE_UNE" AS DOUBLE) / CAST("PONTO_PEDIDO_LV" AS DOUBLE)
-                   AS "RAZAO_PONTO_PEDIDO",
+               {ratio_sql('"ESTOQUE_UNE"', '"PONTO_PEDIDO_LV"')} AS "RAZAO_PONTO_PEDIDO",
                "LEADTIME_LV", "VENDA_30DD"
-        FROM admmat WHERE "PONTO_PEDIDO_LV" > 0
+        FROM admmat WHERE {HAS_REORDER_POINT.sql}
         ORDER BY "RAZAO_PONTO_PEDIDO" NULLS LAST, "UNE", "PRODUTO"
     """,
     "srv_rows_critical": f"""
@@ -299,30 +310,28 @@ SERVING_AGGREGATES: dict[str, str] = {
         ) AS "__POS"
         FROM (SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
                "ESTOQUE_CD", "ESTOQUE_UNE", "ESTOQUE_LV",
-               "ESTOQUE_LV" - "ESTOQUE_UNE" AS "NECESSIDADE", "VENDA_30DD", "LEADTIME_LV"
+               {SHORTFALL.sql} AS "NECESSIDADE", "VENDA_30DD", "LEADTIME_LV"
         FROM admmat WHERE {_CRITICAL})
         ORDER BY "__POS", "NOMESEGMENTO"
     """,
-    "srv_rows_no_sales_90d": """
+    "srv_rows_no_sales_90d": f"""
         SELECT *, row_number() OVER (
             PARTITION BY "NOMESEGMENTO" ORDER BY "VALOR_ESTOQUE" DESC NULLS LAST, "UNE", "PRODUTO"
         ) AS "__POS"
         FROM (SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO",
-               "ESTOQUE_UNE", "ESTOQUE_UNE" * "LIQUIDO_38" AS "VALOR_ESTOQUE",
+               "ESTOQUE_UNE", {_STOCK_VALUE} AS "VALOR_ESTOQUE",
                "ULTIMA_VENDA_DATA_UNE"
-        FROM admmat
-        WHERE "VENDA_30DD" = 0 AND "MES_01" = 0 AND "MES_02" = 0 AND "MES_03" = 0
-          AND "ESTOQUE_UNE" > 0)
+        FROM admmat WHERE {NO_SALES_90D.sql})
         ORDER BY "__POS", "NOMESEGMENTO"
     """,
-    "srv_rows_discontinued": """
+    "srv_rows_discontinued": f"""
         SELECT *, row_number() OVER (
             PARTITION BY "NOMESEGMENTO" ORDER BY "VALOR_ESTOQUE" DESC NULLS LAST, "UNE", "PRODUTO"
         ) AS "__POS"
         FROM (SELECT "UNE", "UNE_NOME", "PRODUTO", "NOME", "NOMESEGMENTO", "NOMEFABRICANTE",
                "ESTOQUE_UNE", "ESTOQUE_CD", "VENDA_30DD",
-               "ESTOQUE_UNE" * "LIQUIDO_38" AS "VALOR_ESTOQUE"
-        FROM admmat WHERE "FORALINHA" = 'S' AND "ESTOQUE_UNE" > 0)
+               {_STOCK_VALUE} AS "VALOR_ESTOQUE"
+        FROM admmat WHERE {DISCONTINUED_IN_STOCK.sql})
         ORDER BY "__POS", "NOMESEGMENTO"
     """,
 }
@@ -347,17 +356,28 @@ class WarehouseInfo:
 
 
 def lake_table_path(lake_dir: Path, table: str) -> Path:
-    """Where the retail IO manager stores ``retail/<table>``."""
+    """Where the retail IO manager stores ``retail/<table>``.
+
+    Args:
+        lake_dir: Root of the Parquet lake.
+        table: Retail table name.
+
+    Returns:
+        The table's Parquet path.
+    """
     return Path(lake_dir) / RETAIL_PREFIX / f"{table}.parquet"
 
 
-def quote_ident(name: str) -> str:
-    """A DuckDB identifier, double-quoted (names come from code, never from clients)."""
-    return '"' + name.replace('"', '""') + '"'
+#: A DuckDB identifier, double-quoted (names come from code, never from clients).
+quote_ident = sql_ident
 
 
 def default_threads() -> int:
-    """DuckDB worker threads for this machine: its usable cores."""
+    """DuckDB worker threads for this machine: its usable cores.
+
+    Returns:
+        The number of cores this process may run on (at least 1).
+    """
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
@@ -435,6 +455,20 @@ def build_warehouse(
     required (the query battery and the aggregates read it). Raises
     :class:`WarehouseBuildError` naming the table and file when one cannot be loaded; the
     published warehouse is then unchanged.
+
+    Args:
+        lake_dir: Root of the Parquet lake.
+        target_path: Where the warehouse file is published.
+        data_version: Version recorded in ``warehouse_meta`` (non-empty).
+        threads: DuckDB threads for the build (``None``: :func:`default_threads`).
+        tables: Lake tables to load, by name or ``{name: parquet path}``.
+
+    Returns:
+        What was published.
+
+    Raises:
+        ValueError: Empty ``data_version`` or no ``admmat`` in ``tables``.
+        WarehouseBuildError: A lake table is missing or cannot be loaded.
     """
     if not data_version or not data_version.strip():
         raise ValueError("warehouse: data_version must be a non-empty string")
@@ -495,6 +529,16 @@ def open_read_only(path: Path | str, *, threads: int | None = None) -> duckdb.Du
     open on the same path in this process, this always opens the file now at ``path``.
     File system access is then disabled and the configuration locked, so nothing run on
     it (or its cursors) can read other files or attach databases.
+
+    Args:
+        path: The warehouse file.
+        threads: DuckDB threads (``None``: :func:`default_threads`).
+
+    Returns:
+        The locked-down connection.
+
+    Raises:
+        FileNotFoundError: No warehouse at ``path``.
     """
     path = Path(path)
     if not path.is_file():
@@ -514,7 +558,17 @@ def open_read_only(path: Path | str, *, threads: int | None = None) -> duckdb.Du
 
 
 def read_meta(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, int]]:
-    """``(data_version, {table: rows})`` from an open warehouse's ``warehouse_meta``."""
+    """``(data_version, {table: rows})`` from an open warehouse's ``warehouse_meta``.
+
+    Args:
+        con: A connection to the warehouse.
+
+    Returns:
+        The data version and the row count of every table.
+
+    Raises:
+        WarehouseBuildError: The meta table is empty or holds several versions.
+    """
     rows = con.execute(
         f"SELECT data_version, table_name, row_count FROM {META_TABLE} ORDER BY table_name"
     ).fetchall()
@@ -527,7 +581,14 @@ def read_meta(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, int]]:
 
 
 def read_data_version(path: Path | str) -> str:
-    """The ``data_version`` recorded in the warehouse at ``path``."""
+    """The ``data_version`` recorded in the warehouse at ``path``.
+
+    Args:
+        path: The warehouse file.
+
+    Returns:
+        Its data version.
+    """
     con = open_read_only(path, threads=1)
     try:
         return read_meta(con)[0]
@@ -553,7 +614,17 @@ class RowCountCheck:
 
 def check_row_counts(con: duckdb.DuckDBPyConnection) -> list[RowCountCheck]:
     """Compare every source table of an open warehouse with the Parquet data it was
-    loaded from (row counts from the footers, recorded paths from ``warehouse_meta``)."""
+    loaded from (row counts from the footers, recorded paths from ``warehouse_meta``).
+
+    Args:
+        con: A connection to the warehouse.
+
+    Returns:
+        One check per source table (``problem`` set where the counts disagree).
+
+    Raises:
+        WarehouseBuildError: The meta table lists no source table.
+    """
     records = con.execute(
         f"SELECT table_name, row_count, source FROM {META_TABLE} "
         "WHERE kind = 'source' ORDER BY table_name"

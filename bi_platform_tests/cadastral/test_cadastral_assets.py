@@ -31,10 +31,10 @@ from bi_platform.cadastral.checks import cadastral_checks
 from bi_platform.cadastral.delta import read_delta, table_version
 from bi_platform.cadastral.quality import delta_rows
 from bi_platform.cadastral.resources import CadastralSparkResource, DeltaSparkIOManager
+from bi_platform.cadastral.sample import generate_cadastral_sources, generate_change_set
+from bi_platform.cli import main as cli
 from bi_platform.definitions import defs
 from bi_platform.resources import PostgresResource
-from bi_platform.runtime.cli import main as cli
-from bi_platform.sample_data.cadastral import generate_cadastral_sources, generate_change_set
 from bi_platform.settings import get_settings
 
 D0, D1 = date(2026, 11, 20), date(2026, 11, 21)

@@ -34,9 +34,9 @@ import pytest
 
 from bi_platform.cadastral.delta import read_delta, table_version
 from bi_platform.cadastral.pipeline import TABLES
+from bi_platform.cadastral.sample import generate_cadastral_sources, generate_change_set
 from bi_platform.runtime.clusters import ClusterState
 from bi_platform.runtime.postgres import local_url, scratch_database
-from bi_platform.sample_data.cadastral import generate_cadastral_sources, generate_change_set
 from bi_platform_tests.cadastral.cluster_run import REPORT_PREFIX, materialize_cadastral
 from bi_platform_tests.conftest import REPO_ROOT
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from bi_platform.cadastral.delta import read_delta
 from bi_platform.cadastral.pipeline import TABLES, run_pipeline, table_uri
 from bi_platform.cadastral.row_hash import with_row_hash
+from bi_platform.cadastral.sample import generate_cadastral_sources
 from bi_platform.cadastral.sources import read_source
-from bi_platform.sample_data.cadastral import generate_cadastral_sources
 from bi_platform_tests.cadastral.naive_reference import (
     naive_cadastro_consolidado,
     naive_coletapedt001,

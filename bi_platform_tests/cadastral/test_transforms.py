@@ -15,12 +15,12 @@ from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
 from bi_platform.cadastral import transforms
+from bi_platform.cadastral.sample import generate_cadastral_sources
 from bi_platform.cadastral.sources import (
     SourceMissingError,
     latest_load_date,
     read_source,
 )
-from bi_platform.sample_data.cadastral import generate_cadastral_sources
 from bi_platform_tests.cadastral.naive_reference import (
     naive_cadastro_consolidado,
     naive_coletapedt001,

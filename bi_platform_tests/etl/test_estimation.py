@@ -31,7 +31,7 @@ from bi_platform.etl.estimation import (
 )
 from bi_platform.etl.parse_common import ParseOptions
 from bi_platform.etl.parser import parse_file, read_records
-from bi_platform.sample_data.etl import PROCESSED, read_manifest, write_etl_sources
+from bi_platform.etl.sample import PROCESSED, read_manifest, write_etl_sources
 
 SEEDS = 200  # repeated samples per coverage test
 SKEWED_SEEDS = 400  # more for the skewed population: its coverage is noisier

@@ -33,12 +33,11 @@ from bi_platform.etl.automation import (
 )
 from bi_platform.etl.checks import etl_checks
 from bi_platform.etl.definitions import defs
+from bi_platform.etl.definitions import resources as etl_resources
 from bi_platform.etl.inbox import split_partition_key
 from bi_platform.etl.resources import EtlResource
-from bi_platform.etl.security import AuditLog
-from bi_platform.lib.safe_csv import FORMULA_PREFIXES
-from bi_platform.sample_data.etl import DEAD_LETTER as EXPECT_DEAD_LETTER
-from bi_platform.sample_data.etl import (
+from bi_platform.etl.sample import DEAD_LETTER as EXPECT_DEAD_LETTER
+from bi_platform.etl.sample import (
     DUPLICATE,
     PROCESSED,
     REJECTED,
@@ -46,6 +45,8 @@ from bi_platform.sample_data.etl import (
     read_manifest,
     write_etl_sources,
 )
+from bi_platform.etl.security import AuditLog
+from bi_platform.lib.safe_csv import FORMULA_PREFIXES
 
 MAX_FILE_MB = "2"
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -307,7 +308,9 @@ def test_the_report_refreshes_when_the_files_that_count_change(pipeline: Pipelin
     registration = register_inbox_partitions(pipeline.instance, etl.inbox_dir, etl.max_bytes)
     (late,) = [k for k in registration.added if k.startswith("late_0002.bin@")]
     job = defs.resolve_job_def("etl_file_job")
-    run = job.execute_in_process(partition_key=late, instance=pipeline.instance)
+    run = job.execute_in_process(
+        partition_key=late, instance=pipeline.instance, resources=etl_resources()
+    )
     assert run.success
     assert {e.check_name for e in run.get_asset_check_evaluations()} == {
         "records_reconcile",
@@ -317,7 +320,9 @@ def test_the_report_refreshes_when_the_files_that_count_change(pipeline: Pipelin
     (request,) = tick().run_requests
     assert request.run_key.startswith("files:")
     assert tick().run_requests[0].run_key == request.run_key  # same state, same key
-    refresh = defs.resolve_job_def("etl_report_job").execute_in_process(instance=pipeline.instance)
+    refresh = defs.resolve_job_def("etl_report_job").execute_in_process(
+        instance=pipeline.instance, resources=etl_resources()
+    )
     assert refresh.success
     assert tick().run_requests == []
 

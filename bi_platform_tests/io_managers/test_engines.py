@@ -19,7 +19,7 @@ import polars as pl
 import psutil
 import pytest
 
-from bi_platform.io_managers import engines
+from bi_platform.io_managers import engines, reading, writing
 from bi_platform.io_managers.engines import (
     GIB,
     Engine,
@@ -39,7 +39,8 @@ from bi_platform.io_managers.integrity import CorruptParquetError
 from bi_platform.settings import get_settings
 
 # Third-party noise: narwhals' Dask notice (when tests call narwhals on Dask themselves;
-# engines.py filters it for its own calls) and dask's use of a pandas-3 deprecated keyword.
+# the io_managers modules filter it for their own calls) and dask's use of a pandas-3
+# deprecated keyword.
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Dask support is moving out of Narwhals:FutureWarning"),
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
@@ -293,7 +294,7 @@ def test_polars_failure_falls_back_to_dask(
 ) -> None:
     path = tmp_path / "t.parquet"
     sample(40).write_parquet(path)
-    with caplog.at_level(logging.WARNING, logger=engines.__name__):
+    with caplog.at_level(logging.WARNING, logger=reading.__name__):
         loaded = load_parquet(path, as_type, SMALL, polars_reader=failing_reader(error))
     assert loaded.engine is Engine.DASK
     assert loaded.fallback and loaded.validated
@@ -493,7 +494,7 @@ def test_failure_before_rename_keeps_old_data(
     def crash(source: Path, target: Path) -> None:
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(engines, "_rename_over", crash)
+    monkeypatch.setattr(writing, "_rename_over", crash)
     with pytest.raises(OSError, match="simulated crash"):
         write_parquet(sample(20) if new == "file" else dask_sample(20), path)
     monkeypatch.undo()

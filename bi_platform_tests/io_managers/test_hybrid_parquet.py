@@ -17,7 +17,8 @@ from bi_platform.io_managers import HybridParquetIOManager, engines
 from bi_platform.io_managers.engines import EngineConfig, IntegrityError, Loaded, load_parquet
 
 # Third-party noise: narwhals' Dask notice (when tests call narwhals on Dask themselves;
-# engines.py filters it for its own calls) and dask's use of a pandas-3 deprecated keyword.
+# the io_managers modules filter it for their own calls) and dask's use of a pandas-3
+# deprecated keyword.
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Dask support is moving out of Narwhals:FutureWarning"),
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),

@@ -14,7 +14,7 @@ from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.records import (
     HF_SCHEMA,
 )
-from bi_platform.sample_data.news import generate_news, month_shards
+from bi_platform.news.sample import generate_news, month_shards
 
 
 @functools.cache

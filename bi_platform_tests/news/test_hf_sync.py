@@ -27,7 +27,7 @@ from bi_platform.news.dataset_repo_hub import HubDatasetRepo
 from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.records import HF_SCHEMA, TIMEZONE, content_hash
 from bi_platform.news.reference_data import load_agencies, load_themes
-from bi_platform.sample_data.news import generate_news, month_shards
+from bi_platform.news.sample import generate_news, month_shards
 from bi_platform_tests.news import hub_test_server as _hub
 
 # The local Hub imitation's fixtures (assigned, not imported, so they register here).

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pytest
 
+from bi_platform.news import sample
 from bi_platform.news.ingest import parse_inbox, parse_record
 from bi_platform.news.records import (
     CONTENT_HASH_MISMATCH,
@@ -25,7 +26,6 @@ from bi_platform.news.records import (
     unique_id,
 )
 from bi_platform.news.reference_data import load_agencies
-from bi_platform.sample_data import news as sample
 
 SP = ZoneInfo(TIMEZONE)
 DAY = date(2026, 11, 1)

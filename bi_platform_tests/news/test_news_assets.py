@@ -20,8 +20,8 @@ from bi_platform.news.automation import news_inbox_sensor
 from bi_platform.news.checks import news_checks
 from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.resources import NewsDatasetRepoResource
+from bi_platform.news.sample import write_news_sources
 from bi_platform.resources import PostgresResource
-from bi_platform.sample_data.news import write_news_sources
 
 
 @pytest.fixture

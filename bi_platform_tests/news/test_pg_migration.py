@@ -21,6 +21,7 @@ from bi_platform.news.records import (
     UNIQUE_ID_MISMATCH,
 )
 from bi_platform.news.reference_data import load_agencies, load_themes
+from bi_platform.news.sample import month_shards
 from bi_platform.news.sync_log import (
     succeeded_scopes,
 )
@@ -28,7 +29,6 @@ from bi_platform.news.validation import (
     UNKNOWN_AGENCY,
     UNKNOWN_THEME,
 )
-from bi_platform.sample_data.news import month_shards
 from bi_platform_tests.news.pg_support import edit, make_repo, sample, scalar
 
 ALL_NEWS_INDEXES = 10  # see test_pg_schema.NEWS_INDEXES

@@ -16,7 +16,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from bi_platform.news import pg_schema
+from bi_platform.news import pg_schema, sample
 from bi_platform.news.dataset_repo import CommitInfo
 from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.ingest import ParsedBatch, parse_inbox
@@ -32,7 +32,6 @@ from bi_platform.news.storage import (
     month_bounds,
     storage_mode,
 )
-from bi_platform.sample_data import news as sample
 from bi_platform.settings import Settings
 
 DAY = date(2026, 11, 1)

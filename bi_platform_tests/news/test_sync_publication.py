@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from bi_platform.cli import main
 from bi_platform.news import hf_sync, pg_reference, pg_schema, pg_write
 from bi_platform.news.assets import hf_news_sync
 from bi_platform.news.checks import HF_GATES, evaluate_hf_gates, news_checks
@@ -50,9 +51,8 @@ from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.records import content_hash
 from bi_platform.news.reference_data import load_agencies, load_themes
 from bi_platform.news.resources import NewsDatasetRepoResource
+from bi_platform.news.sample import generate_news
 from bi_platform.resources import PostgresResource
-from bi_platform.runtime.cli import main
-from bi_platform.sample_data.news import generate_news
 from bi_platform_tests.news import hub_test_server as _hub
 
 # The local Hub imitation's fixture (assigned, not imported, so it registers here).

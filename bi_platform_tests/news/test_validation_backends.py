@@ -23,7 +23,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from bi_platform.news import pg_schema
+from bi_platform.news import pg_schema, sample
 from bi_platform.news.dataset_repo_local import LocalDatasetRepo
 from bi_platform.news.ingest import ParsedBatch, parse_inbox
 from bi_platform.news.pg_migration import migrate_from_repo
@@ -42,7 +42,6 @@ from bi_platform.news.records import (
 from bi_platform.news.reference_data import load_agencies, load_themes
 from bi_platform.news.storage import StorageAdapter, WriteOutcome
 from bi_platform.runtime.postgres import local_url, scratch_database
-from bi_platform.sample_data import news as sample
 
 SOURCE = "inbox 2026-11-01.jsonl"
 

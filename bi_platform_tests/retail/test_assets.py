@@ -21,10 +21,10 @@ from bi_platform.retail.assets import (
     typed_tables,
 )
 from bi_platform.retail.checks import retail_checks
-from bi_platform.retail.definitions import defs as retail_defs
+from bi_platform.retail.definitions import resources as retail_resources
 from bi_platform.retail.parity import ParityResult
+from bi_platform.retail.sample import write_retail_exports
 from bi_platform.retail.schema import TABLES
-from bi_platform.sample_data.retail import write_retail_exports
 
 ALL = [*raw_exports, *typed_tables, *mart_assets, table_inventory, *retail_checks]
 
@@ -40,7 +40,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def _materialize(assets: list | None = None, **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         assets or ALL,
-        resources=retail_defs.resources,
+        resources=retail_resources(),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
         **kwargs,

@@ -38,6 +38,7 @@ from bi_platform.retail.cleaning import (
     typed_table,
     unparsable_counts,
 )
+from bi_platform.retail.sample import JUNK_VALUES, generate_admmat
 from bi_platform.retail.schema import (
     PT_BR,
     PT_BR_BRL,
@@ -48,7 +49,6 @@ from bi_platform.retail.schema import (
     NumberFormat,
     RetailTable,
 )
-from bi_platform.sample_data.retail import JUNK_VALUES, generate_admmat
 
 ADMMAT = TABLES["admmat"]
 LOJAS = TABLES["lojas"]

@@ -21,10 +21,10 @@ from polars.testing import assert_frame_equal
 from bi_platform.io_managers.engines import close_dask_clients, parquet_files
 from bi_platform.retail.assets import mart_assets, raw_exports, table_inventory, typed_tables
 from bi_platform.retail.checks import retail_checks
-from bi_platform.retail.definitions import defs as retail_defs
+from bi_platform.retail.definitions import resources as retail_resources
 from bi_platform.retail.marts import MARTS
+from bi_platform.retail.sample import write_retail_exports
 from bi_platform.retail.schema import TABLES
-from bi_platform.sample_data.retail import write_retail_exports
 
 pytestmark = pytest.mark.cluster
 
@@ -42,7 +42,7 @@ def _materialize(home: Path, env: dict[str, str]) -> dg.ExecuteInProcessResult:
         try:
             return dg.materialize(
                 ALL,
-                resources=retail_defs.resources,
+                resources=retail_resources(),
                 instance=dg.DagsterInstance.ephemeral(),
                 raise_on_error=False,
             )

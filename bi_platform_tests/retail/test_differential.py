@@ -27,8 +27,8 @@ import pytest
 
 from bi_platform.io_managers.engines import EngineConfig, read_polars
 from bi_platform.retail.resources import RawExportError, RetailExportsResource
+from bi_platform.retail.sample import generate_admmat
 from bi_platform.retail.schema import TABLES
-from bi_platform.sample_data.retail import generate_admmat
 
 ADMMAT = TABLES["admmat"]
 PATHS = ("polars", "dask", "hybrid")

@@ -10,8 +10,8 @@ from bi_platform.io_managers.engines import EngineConfig, load_parquet, write_pa
 from bi_platform.retail import marts
 from bi_platform.retail.cleaning import typed_table
 from bi_platform.retail.parity import compare_frames
+from bi_platform.retail.sample import generate_admmat
 from bi_platform.retail.schema import TABLES
-from bi_platform.sample_data.retail import generate_admmat
 
 SORT_KEYS = {
     "ruptura_critica": ("VENDA_30DD", "UNE", "PRODUTO"),

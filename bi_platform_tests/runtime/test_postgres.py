@@ -251,7 +251,7 @@ def test_cli_reports_missing_binaries(bi_home: Path, tmp_path: Path) -> None:
 
 def test_cli_module_entry_point() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bi_platform.runtime.cli", "--help"],
+        [sys.executable, "-m", "bi_platform.cli", "--help"],
         capture_output=True,
         text=True,
         check=True,

@@ -19,8 +19,8 @@ import pytest
 
 from bi_platform.retail.assets import mart_assets, raw_exports, typed_tables
 from bi_platform.retail.checks import retail_checks
-from bi_platform.retail.definitions import defs as retail_defs
-from bi_platform.sample_data.retail import write_retail_exports
+from bi_platform.retail.definitions import resources as retail_resources
+from bi_platform.retail.sample import write_retail_exports
 
 #: The retail tables with their checks (which publish each typed table once it passed).
 RETAIL_ASSETS = [*raw_exports, *typed_tables, *mart_assets, *retail_checks]
@@ -42,6 +42,6 @@ def small_lake() -> SmallLake:
         patch.setenv("BI_PLATFORM_HOME", str(home))
         write_retail_exports(home / "raw" / "retail", "small")
         instance = dg.DagsterInstance.ephemeral()
-        result = dg.materialize(RETAIL_ASSETS, resources=retail_defs.resources, instance=instance)
+        result = dg.materialize(RETAIL_ASSETS, resources=retail_resources(), instance=instance)
     assert result.success
     return SmallLake(home, home / "lake", instance)

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bi_platform.cli import main as cli
 from bi_platform.retail.schema import SEGMENTS
-from bi_platform.runtime.cli import main as cli
 from bi_platform.serving.auth import ApiKey, ApiKeyStore
 from bi_platform.serving.queries import execute
 from bi_platform.serving.text import canonical_text

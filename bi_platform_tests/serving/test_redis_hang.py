@@ -24,7 +24,7 @@ import pytest
 import redis
 from limits import parse
 
-from bi_platform.bench.serving import run_wrk, wrk_script
+from bi_platform.serving.bench import run_wrk, wrk_script
 from bi_platform.serving.breaker import CircuitBreaker
 from bi_platform.serving.cache import RedisCache
 from bi_platform.serving.ratelimit import RedisWindowCounter

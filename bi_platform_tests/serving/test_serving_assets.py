@@ -11,7 +11,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from bi_platform import definitions
-from bi_platform.retail.definitions import defs as retail_defs
+from bi_platform.retail.definitions import resources as retail_resources
 from bi_platform.serving.assets import (
     WAREHOUSE_RESOURCE,
     bi_warehouse,
@@ -38,7 +38,7 @@ def _materialize(lake: SmallLake, path: Path) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             [*RETAIL_ASSETS, bi_warehouse, warehouse_row_counts_match_lake],
             selection=dg.AssetSelection.assets(bi_warehouse),
-            resources={**retail_defs.resources, WAREHOUSE_RESOURCE: warehouse_resource(path)},
+            resources={**retail_resources(), WAREHOUSE_RESOURCE: warehouse_resource(path)},
             instance=lake.instance,
             raise_on_error=False,
         )

@@ -1,1 +1,0 @@
-"""Deterministic sample data: raw exports that stand in for the real source systems."""
