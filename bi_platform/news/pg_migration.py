@@ -19,16 +19,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+import pyarrow.compute as pc
 from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
-from bi_platform.news.pg_write import WriteResult, write_records
+from bi_platform.news.pg_write import (
+    WRITE_LOCK_KEY,
+    DirectCopyRefusedError,
+    WriteResult,
+    write_records,
+)
 from bi_platform.news.sync_log import (
     INDEX_OPERATION,
     MIGRATION_OPERATION,
@@ -36,7 +42,7 @@ from bi_platform.news.sync_log import (
     start_log,
     succeeded_scopes,
 )
-from bi_platform.news.validation import Identity
+from bi_platform.news.validation import Identity, Validated
 
 if TYPE_CHECKING:
     from bi_platform.news.dataset_repo import DatasetRepo
@@ -72,6 +78,8 @@ class MigrationReport:
     revision: str | None
     shards: tuple[ShardReport, ...] = ()
     seconds: float = 0.0
+    #: shards a bulk load deferred until after the rebuild (their keys collided)
+    deferred: tuple[str, ...] = ()
 
     def _sum(self, name: str) -> int:
         return sum(getattr(s.result, name) for s in self.shards if s.result is not None)
@@ -118,6 +126,7 @@ class MigrationReport:
             "migrated": self.migrated,
             "skipped": self.skipped,
             "failed": self.failed,
+            "deferred": list(self.deferred),
             "rows_in": self.rows_in,
             "inserted": self.inserted,
             "updated": self.updated,
@@ -162,16 +171,20 @@ def migrate_from_repo(
     shard's rows are COPYed straight into ``news`` (``write_records(assume_new=True)``,
     falling back to the merge for a shard whose rows collide with stored ones).
 
-    Initial-load fast path (``defer_indexes``, only when ``news`` is empty), as
-    pg_restore does it: the non-unique indexes, foreign keys and CHECK constraints of
-    ``news`` are dropped before the first shard and restored after the last (index
-    builds and one validating scan per constraint, instead of per-row maintenance and
-    trigger calls; every row was already checked against the same rules by
-    :func:`validate_records`). Their definitions are kept in a ``sync_log`` row
-    (operation :data:`INDEX_OPERATION`, ``running`` while they are missing), so a
-    migration that dies in between restores them at the end of its rerun
-    (:func:`restore_deferred_indexes` does it alone). The unique indexes, which the
-    direct COPY, the merge and the URL checks rely on, always stay.
+    Bulk load (``defer_indexes``, only when ``news`` is empty), as pg_restore does it:
+    every index and constraint of ``news`` (primary key and unique keys included) is
+    dropped before the first shard and rebuilt after the last (index builds and one
+    validating scan per constraint, instead of per-row maintenance and trigger calls;
+    every row was already checked against the same rules by :func:`validate_records`).
+    Without the unique indexes a COPY cannot detect a story stored twice, so each
+    shard first claims its ``unique_id`` and (agency, url) keys (:class:`_KeyClaims`):
+    a shard sharing a key with a shard already loaded is deferred, and loaded after the
+    rebuild through the merge like any writer (same result, just slower). Other writers
+    wait for the rebuild (the migration holds :data:`~bi_platform.news.pg_write.WRITE_LOCK_KEY`
+    meanwhile). The definitions are kept in a ``sync_log`` row (operation
+    :data:`INDEX_OPERATION`, ``running`` while they are missing), so a migration that
+    dies in between has them rebuilt by its rerun: first the unique ones, before any
+    row is loaded (:func:`restore_deferred_indexes` does it alone).
 
     A shard that fails for another reason (e.g. an unreadable file) is logged as
     ``failed`` and the others go on; :class:`MigrationError` is raised at the end. A
@@ -205,13 +218,40 @@ def migrate_from_repo(
             (INDEX_OPERATION,),
         ).fetchone()
         assume_new = bool(initial_load and initial_load[0])
-        if defer_indexes and todo:
-            _drop_secondary_indexes_if_empty(conn)
+        if _unique_keys_missing(conn):  # a bulk load died: no load without its keys
+            restore_deferred_indexes(conn, conninfo=conninfo, workers=workers)
         by_month = {m: ShardReport(m, "skipped") for m in wanted if m not in todo}
-        if todo:
-            by_month.update(
-                _migrate_shards(conninfo, repo, revision, todo, hook, assume_new, workers)
-            )
+        bulk = False
+        deferred: list[str] = []
+        try:
+            if defer_indexes and todo:
+                conn.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK_KEY,))
+                bulk = bool(_drop_secondary_indexes_if_empty(conn))
+                if not bulk:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK_KEY,))
+            claims = _KeyClaims() if bulk else None
+            if todo:
+                by_month.update(
+                    _migrate_shards(
+                        conninfo, repo, revision, todo, hook, assume_new, workers, claims
+                    )
+                )
+            deferred = [m for m in todo if by_month[m].status == DEFERRED]
+            if bulk:
+                restore_deferred_indexes(conn, conninfo=conninfo, workers=workers)
+                conn.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK_KEY,))
+                bulk = False
+            if deferred:
+                log.info(
+                    "migration: %d shard(s) deferred by key collisions: %s", len(deferred), deferred
+                )
+                by_month.update(
+                    _migrate_shards(conninfo, repo, revision, deferred, hook, True, workers)
+                )
+        finally:
+            if bulk and not (conn.broken or conn.closed):  # other writers may go on
+                with suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK_KEY,))
         reports = [by_month[m] for m in wanted]
         for number, last in enumerate(reports, start=1):
             if last.result is not None:
@@ -231,7 +271,9 @@ def migrate_from_repo(
                     r.rows_in / last.seconds if last.seconds else 0.0,
                 )
         restore_deferred_indexes(conn, conninfo=conninfo, workers=workers)
-    report = MigrationReport(revision, tuple(reports), time.perf_counter() - started)
+    report = MigrationReport(
+        revision, tuple(reports), time.perf_counter() - started, tuple(deferred)
+    )
     log.info("migration at %s finished: %s", revision[:12], report.as_dict())
     if report.failed:
         raise MigrationError(
@@ -242,46 +284,106 @@ def migrate_from_repo(
     return report
 
 
-_SECONDARY_INDEXES = """
+#: The indexes of ``news`` that no constraint owns (the partial unique index on
+#: (agency_key, url) included).
+_STANDALONE_INDEXES = """
     SELECT c.relname, pg_get_indexdef(i.indexrelid)
     FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
-    WHERE i.indrelid = 'news'::regclass AND NOT i.indisunique AND NOT i.indisprimary
+    WHERE i.indrelid = 'news'::regclass
+      AND NOT EXISTS (SELECT FROM pg_constraint AS k WHERE k.conindid = i.indexrelid)
     ORDER BY c.relname
 """
 
-
-_DEFERRABLE_CONSTRAINTS = """
+#: Foreign keys and CHECK constraints of ``news``.
+_CHECKED_CONSTRAINTS = """
     SELECT conname, pg_get_constraintdef(oid)
     FROM pg_constraint
     WHERE conrelid = 'news'::regclass AND contype IN ('f', 'c')
     ORDER BY conname
 """
 
+#: The primary key and unique constraints of ``news``: name -> [kind, index definition].
+_KEY_CONSTRAINTS = """
+    SELECT k.conname,
+           CASE k.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
+           pg_get_indexdef(k.conindid)
+    FROM pg_constraint AS k
+    WHERE k.conrelid = 'news'::regclass AND k.contype IN ('p', 'u')
+    ORDER BY k.conname
+"""
+
+#: Status of a shard whose keys collided with another shard's during a bulk load.
+DEFERRED = "deferred"
+
+
+class _KeyClaims:
+    """The ``unique_id`` and (agency, url) keys of the shards bulk-loaded so far.
+
+    :meth:`claim` is the ``claim`` of :func:`write_records` during a bulk load: the
+    unique indexes are missing, so a shard sharing a key with a shard already claimed
+    must not be COPYed. Keys are kept as Python hashes (a hash collision only defers a
+    shard, it never lets a duplicate through); the url key is null only for a null url,
+    as in the partial unique index ``news_agency_url_key``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: set[int] = set()
+        self._keys: set[int] = set()
+
+    def claim(self, validated: Validated) -> bool:
+        """Record the keys of ``validated``; False (nothing recorded) if one is taken."""
+        table = validated.table
+        ids = {hash(u) for u in table.column("unique_id").to_pylist()}
+        joined = pc.binary_join_element_wise(table.column("agency"), table.column("url"), "\x1f")
+        keys = {hash(k) for k in joined.to_pylist() if k is not None}
+        with self._lock:
+            if not (self._ids.isdisjoint(ids) and self._keys.isdisjoint(keys)):
+                return False
+            self._ids |= ids
+            self._keys |= keys
+        return True
+
+
+def _unique_keys_missing(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a bulk load that died left ``news`` without its unique indexes."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT FROM sync_log WHERE operation = %s AND status = 'running' "
+        "AND jsonb_typeof(details -> 'keys') = 'object' AND details -> 'keys' <> '{}')",
+        (INDEX_OPERATION,),
+    ).fetchone()
+    return bool(row and row[0])
+
 
 def _drop_secondary_indexes_if_empty(conn: psycopg.Connection[Any]) -> list[str]:
-    """If ``news`` is empty: record, then drop, its non-unique indexes, foreign keys and
-    CHECK constraints (one transaction); the names dropped."""
+    """If ``news`` is empty: record, then drop, all its indexes and constraints (one
+    transaction); the names dropped."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         cur.execute("LOCK TABLE news IN SHARE ROW EXCLUSIVE MODE")  # no writer gets in
         if cur.execute("SELECT EXISTS (SELECT FROM news)").fetchone() != (False,):
             return []
-        indexes = dict(cur.execute(_SECONDARY_INDEXES).fetchall())
-        constraints = dict(cur.execute(_DEFERRABLE_CONSTRAINTS).fetchall())
-        if not indexes and not constraints:
+        indexes = dict(cur.execute(_STANDALONE_INDEXES).fetchall())
+        constraints = dict(cur.execute(_CHECKED_CONSTRAINTS).fetchall())
+        keys = {name: [kind, ddl] for name, kind, ddl in cur.execute(_KEY_CONSTRAINTS).fetchall()}
+        if not indexes and not constraints and not keys:
             return []
         # the record stays 'running' until restore_deferred_indexes rebuilds them
         log_id = start_log(
-            conn, INDEX_OPERATION, "news", {"indexes": indexes, "constraints": constraints}
+            conn,
+            INDEX_OPERATION,
+            "news",
+            {"indexes": indexes, "constraints": constraints, "keys": keys},
         )
+        for name in [*constraints, *keys]:  # foreign keys and CHECKs first
+            cur.execute(sql.SQL("ALTER TABLE news DROP CONSTRAINT {}").format(sql.Identifier(name)))
         for name in indexes:
             cur.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        for name in constraints:
-            cur.execute(sql.SQL("ALTER TABLE news DROP CONSTRAINT {}").format(sql.Identifier(name)))
-    dropped = sorted([*indexes, *constraints])
+    dropped = sorted([*indexes, *constraints, *keys])
     log.info(
-        "migration: news is empty; %d index(es) and %d constraint(s) deferred for the load "
-        "(sync_log %d): %s",
+        "migration: news is empty; %d index(es), %d key(s) and %d constraint(s) deferred "
+        "for the load (sync_log %d): %s",
         len(indexes),
+        len(keys),
         len(constraints),
         log_id,
         dropped,
@@ -308,14 +410,17 @@ def restore_deferred_indexes(
     restored: list[str] = []
     with conn.cursor(row_factory=tuple_row) as cur:
         pending = cur.execute(
-            "SELECT id, details -> 'indexes', details -> 'constraints' FROM sync_log "
-            "WHERE operation = %s AND status = 'running' ORDER BY id",
+            "SELECT id, details -> 'indexes', details -> 'constraints', details -> 'keys' "
+            "FROM sync_log WHERE operation = %s AND status = 'running' ORDER BY id",
             (INDEX_OPERATION,),
         ).fetchall()
-    for log_id, indexes, constraints in pending:
+    for log_id, indexes, constraints, keys in pending:
         started = time.perf_counter()
-        indexes, constraints = indexes or {}, constraints or {}
-        statements = [_create_index_if_missing(log_id, ddl) for ddl in indexes.values()]
+        indexes, constraints, keys = indexes or {}, constraints or {}, keys or {}
+        statements = [
+            _create_index_if_missing(log_id, ddl)
+            for ddl in [*indexes.values(), *(ddl for _, ddl in keys.values())]
+        ]
         if conninfo is not None and workers > 1 and len(statements) > 1:
             with ThreadPoolExecutor(min(workers, len(statements))) as executor:
                 list(executor.map(functools.partial(_run_maintenance, conninfo), statements))
@@ -330,7 +435,16 @@ def restore_deferred_indexes(
                     "SELECT conname FROM pg_constraint WHERE conrelid = 'news'::regclass"
                 ).fetchall()
             }
-            missing = [
+            missing = [  # the keys take the unique indexes just built
+                sql.SQL("ADD CONSTRAINT {} {} USING INDEX {}").format(
+                    sql.Identifier(name),
+                    sql.SQL(kind),  # type: ignore[arg-type]
+                    sql.Identifier(name),
+                )
+                for name, (kind, _) in keys.items()
+                if name not in present and kind in ("PRIMARY KEY", "UNIQUE")
+            ]
+            missing += [
                 sql.SQL("ADD CONSTRAINT {} {}").format(
                     sql.Identifier(name),
                     sql.SQL(definition),  # type: ignore[arg-type]
@@ -340,13 +454,18 @@ def restore_deferred_indexes(
             ]
             if missing:  # one statement: the CHECKs are verified in one scan
                 cur.execute(sql.SQL("ALTER TABLE news {}").format(sql.SQL(", ").join(missing)))
-            restored += list(constraints)
+            restored += [*keys, *constraints]
             finish_log(
-                conn, log_id, "success", details={"rebuilt": sorted([*indexes, *constraints])}
+                conn,
+                log_id,
+                "success",
+                details={"rebuilt": sorted([*indexes, *keys, *constraints])},
             )
         log.info(
-            "migration: restored %d index(es) and %d constraint(s) of news in %.1fs (sync_log %d)",
+            "migration: restored %d index(es), %d key(s) and %d constraint(s) of news in "
+            "%.1fs (sync_log %d)",
             len(indexes),
+            len(keys),
             len(constraints),
             time.perf_counter() - started,
             log_id,
@@ -355,11 +474,11 @@ def restore_deferred_indexes(
 
 
 def _create_index_if_missing(log_id: int, ddl: str) -> sql.SQL:
-    prefix = "CREATE INDEX "
-    if not ddl.startswith(prefix):
-        raise RuntimeError(f"sync_log {log_id}: unexpected index definition {ddl!r}")
-    # the definition is PostgreSQL's own pg_get_indexdef() output
-    return sql.SQL(f"CREATE INDEX IF NOT EXISTS {ddl[len(prefix) :]}")  # type: ignore[arg-type]
+    for prefix in ("CREATE INDEX ", "CREATE UNIQUE INDEX "):
+        if ddl.startswith(prefix):
+            # the definition is PostgreSQL's own pg_get_indexdef() output
+            return sql.SQL(f"{prefix}IF NOT EXISTS {ddl[len(prefix) :]}")  # type: ignore[arg-type]
+    raise RuntimeError(f"sync_log {log_id}: unexpected index definition {ddl!r}")
 
 
 def _run_maintenance(target: str | psycopg.Connection[Any], statement: sql.SQL) -> None:
@@ -383,6 +502,7 @@ def _migrate_shards(
     hook: Callable[[str, int], None] | None,
     assume_new: bool,
     workers: int,
+    claims: _KeyClaims | None = None,
 ) -> dict[str, ShardReport]:
     """:func:`_migrate_shard` for each month, ``workers`` at a time (threads, one
     pooled connection each: the server does the heavy part, in one process per
@@ -405,7 +525,7 @@ def _migrate_shards(
                 return None
             try:
                 with pool.connection() as conn:
-                    return _migrate_shard(conn, repo, revision, month, hook, assume_new)
+                    return _migrate_shard(conn, repo, revision, month, hook, assume_new, claims)
             except BaseException:
                 stop.set()
                 raise
@@ -434,6 +554,7 @@ def _migrate_shard(
     month: str,
     hook: Callable[[str, int], None] | None,
     assume_new: bool = False,
+    claims: _KeyClaims | None = None,
 ) -> ShardReport:
     scope = f"{revision}:{month}"
     started = time.perf_counter()
@@ -448,8 +569,9 @@ def _migrate_shard(
                 table,
                 source=f"shard {month}",
                 log_id=log_id,
-                assume_new=assume_new,
+                assume_new=assume_new or claims is not None,
                 identity=Identity.KEEP,  # the dataset's ids are the stories' identity
+                claim=None if claims is None else claims.claim,
             )
             if hook is not None:
                 hook(month, conn.info.backend_pid)
@@ -463,6 +585,8 @@ def _migrate_shard(
                 details=result.as_dict(),
                 revision=revision,
             )
+    except DirectCopyRefusedError:  # rolled back; loaded after the unique indexes are back
+        return ShardReport(month, DEFERRED, None, time.perf_counter() - started)
     except Exception as exc:
         if conn.broken or conn.closed:
             log.error("migration: connection lost during shard %s: %s", month, exc)

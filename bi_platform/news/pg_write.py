@@ -17,7 +17,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -353,6 +353,7 @@ def write_records(
     row_sources: Sequence[str] | None = None,
     assume_new: bool = False,
     identity: Identity | str = Identity.DERIVE,
+    claim: Callable[[Validated], bool] | None = None,
 ) -> WriteResult:
     """Upsert ``table`` (HF columns, optionally ``extra``) into ``news``, in the caller's
     transaction.
@@ -376,6 +377,11 @@ def write_records(
     are validated against ``news`` and merged as above, lock included, so the result is
     the same either way.
 
+    ``claim`` (the bulk load of a migration into an empty ``news`` whose unique indexes
+    are deferred, so a collision could not be detected by the COPY): called with the
+    validated rows before the direct COPY (``assume_new`` must be set); when it returns
+    False, :class:`DirectCopyRefusedError` is raised and nothing is written.
+
     Args:
         conn: connection to the news database.
         table: the records.
@@ -385,14 +391,20 @@ def write_records(
         assume_new: see above.
         identity: :class:`Identity`: ``DERIVE`` (default, every ingest) or ``KEEP`` (the
             HF dataset's migration).
+        claim: see above.
 
     Returns:
         The :class:`WriteResult`.
+
+    Raises:
+        DirectCopyRefusedError: ``claim`` refused the rows.
     """
     started = time.perf_counter()
     rows_in = table.num_rows
     identity = Identity(identity)
     keep_extra = identity == Identity.KEEP
+    if claim is not None and not assume_new:
+        raise ValueError("write_records: claim needs assume_new")
     with transaction(conn), conn.cursor(row_factory=tuple_row) as cur:
         if not assume_new:
             cur.execute(_TAKE_WRITE_LOCK, (WRITE_LOCK_KEY,))
@@ -410,6 +422,8 @@ def write_records(
 
         lookup = functools.partial(stored_versions, cur)
         validated = validate(None if assume_new else lookup)
+        if claim is not None and not claim(validated):
+            raise DirectCopyRefusedError(f"{source}: rows collide with another bulk-loaded input")
         inserted = updated = corrected = 0
         if validated.table.num_rows and assume_new and _copy_new_rows(conn, cur, validated):
             inserted = validated.table.num_rows
@@ -450,6 +464,10 @@ def write_records(
 
 
 _TAKE_WRITE_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+
+
+class DirectCopyRefusedError(RuntimeError):
+    """:func:`write_records`' ``claim`` refused the rows: nothing was written."""
 
 
 def _copy_new_rows(

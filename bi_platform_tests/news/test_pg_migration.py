@@ -71,13 +71,130 @@ def test_migration_copies_everything_and_reruns_do_nothing(news_db: str, tmp_pat
 
 
 def structure(url: str) -> tuple[int, int]:
-    """(indexes, foreign keys + CHECK constraints) of news."""
+    """(indexes, constraints: primary key, unique keys, foreign keys, CHECKs) of news."""
     with psycopg.connect(url) as conn:
         return index_count(url), scalar(
-            conn,
-            "SELECT count(*) FROM pg_constraint "
-            "WHERE conrelid = 'news'::regclass AND contype IN ('f', 'c')",
+            conn, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'news'::regclass"
         )
+
+
+def definitions(url: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every index definition and (name, definition) of every constraint of news."""
+    with psycopg.connect(url) as conn:
+        indexes = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'news' ORDER BY 1"
+        ).fetchall()
+        constraints = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'news'::regclass ORDER BY 1"
+        ).fetchall()
+    return [r[0] for r in indexes], [tuple(r) for r in constraints]
+
+
+def test_the_bulk_load_rebuilds_every_index_and_constraint_as_it_was(
+    news_db: str, tmp_path: Path
+) -> None:
+    intact = definitions(news_db)
+    assert any("PRIMARY KEY" in d for _, d in intact[1])
+    assert any(d.startswith("CREATE UNIQUE INDEX news_agency_url_key") for d in intact[0])
+    migrate_from_repo(news_db, make_repo(tmp_path / "repo", sample(300)))
+    assert definitions(news_db) == intact
+    with psycopg.connect(news_db) as conn:
+        (rebuilt,) = conn.execute(
+            "SELECT details -> 'rebuilt' FROM sync_log WHERE operation = %s",
+            (sync_log.INDEX_OPERATION,),
+        ).fetchone()
+    assert {"news_pkey", "news_unique_id_key", "news_agency_url_key"} <= set(rebuilt)
+
+
+def colliding_shards(table: pa.Table) -> dict[str, pa.Table]:
+    """Month shards of ``table`` where a story of one month has the ``unique_id`` of a
+    story of another, and another story the (agency, url) of a story of a third month."""
+    shards = month_shards(table)
+    months = sorted(shards)
+    first, second, third, fourth = (shards[m] for m in months[:4])
+    shards[months[1]] = edit(second, 0, unique_id=first.column("unique_id")[0].as_py())
+    shards[months[3]] = edit(
+        fourth,
+        0,
+        agency=third.column("agency")[0].as_py(),
+        url=third.column("url")[0].as_py(),
+        extracted_at=third.column("extracted_at")[0].as_py(),
+    )
+    return shards
+
+
+def test_shards_sharing_keys_are_loaded_after_the_rebuild_as_the_merge_would(
+    pg_port: int, tmp_path: Path
+) -> None:
+    from bi_platform.runtime.postgres import local_url, scratch_database
+
+    repo = LocalDatasetRepo(tmp_path / "repo")
+    repo.commit(colliding_shards(sample(400)), message="stories stored twice")
+    columns = "unique_id, agency_key, url, title, content, published_at, extracted_at"
+    outcomes = []
+    for defer_indexes, workers in ((False, 1), (True, 1), (True, 3)):
+        with scratch_database(local_url(pg_port, "postgres"), "test_") as url:
+            pg_schema.migrate(url)
+            with psycopg.connect(url) as conn:
+                load_reference_data(conn, load_agencies(), load_themes())
+            intact = definitions(url)
+            report = migrate_from_repo(url, repo, defer_indexes=defer_indexes, workers=workers)
+            assert definitions(url) == intact
+            assert not report.failed and set(report.migrated) == set(repo.list_shards())
+            assert report.rows_in == report.inserted + report.updated + report.unchanged + (
+                report.rejected
+            )
+            with psycopg.connect(url) as conn:
+                total, ids, keys = conn.execute(
+                    "SELECT count(*), count(DISTINCT unique_id), count(DISTINCT (agency_key, url)) "
+                    "FROM news"
+                ).fetchone()
+                assert total == ids == keys
+                rows = conn.execute(f"SELECT {columns} FROM news ORDER BY 1").fetchall()
+                rejected = conn.execute("SELECT reason FROM news_rejected ORDER BY 1").fetchall()
+            outcomes.append((rows, rejected, report.rows_in))
+            # the bulk load held back the shards whose keys were taken
+            assert len(report.deferred) == (2 if defer_indexes else 0)
+    assert outcomes[0][2] == 400
+    assert outcomes[1] == outcomes[0]  # one worker: the same order as the indexed load
+    assert len(outcomes[2][0]) == len(outcomes[0][0])
+
+
+def test_writers_wait_while_the_unique_indexes_are_missing(news_db: str, tmp_path: Path) -> None:
+    """A write during the bulk load waits for the rebuild (its ON CONFLICT needs the
+    unique index), then merges with what the migration loaded."""
+    import threading
+
+    table = sample(300)
+    repo = make_repo(tmp_path / "repo", table)
+    first = repo.list_shards()[0]
+    story = repo.read_shard(first).slice(0, 1)
+    results: list[Any] = []
+
+    def write_during_load(month: str, _pid: int) -> None:
+        if month != first or results:
+            return
+
+        def writer() -> None:
+            with psycopg.connect(news_db) as other:
+                results.append(write_records(other, story, source="concurrent", identity="keep"))
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        thread.join(timeout=2)
+        assert thread.is_alive()  # waiting for the migration's write lock
+        results.append(thread)
+
+    report = migrate_from_repo(news_db, repo, hook=write_during_load, workers=1)
+    thread = results[0]
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    written = results[1]
+    assert (written.inserted, written.updated, written.unchanged) == (0, 0, 1)
+    assert report.inserted == 300
+    with psycopg.connect(news_db) as conn:
+        assert scalar(conn, "SELECT count(*) FROM news") == 300
 
 
 def assert_complete_and_unique(url: str, repo: LocalDatasetRepo, table: pa.Table) -> None:
