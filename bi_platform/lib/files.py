@@ -18,10 +18,12 @@ against power loss; for output that is cheap to regenerate (sample data).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 TEMP_SUFFIX = ".tmp"
 
@@ -144,3 +146,20 @@ def write_text_atomic(
         ``path``.
     """
     return write_bytes_atomic(path, text.encode(encoding), durable=durable, mode=mode)
+
+
+def read_json_object(path: Path | str) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (e.g. a generator's manifest).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The object; None when the file is missing or unreadable, is not JSON, or holds
+        something other than an object.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

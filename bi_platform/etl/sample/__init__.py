@@ -40,7 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bi_platform.etl.layouts import RecordLayout, get_layout
-from bi_platform.lib.files import atomic_path, write_bytes_atomic
+from bi_platform.lib.files import atomic_path, read_json_object, write_bytes_atomic
 from bi_platform.lib.package_data import read_json
 
 logger = logging.getLogger(__name__)
@@ -412,14 +412,6 @@ def etl_inbox_dir(home: Path) -> Path:
     return Path(home) / "etl" / "inbox"
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _entry_current(path: Path, entry: dict[str, Any]) -> bool:
     """Whether ``path`` is still what the manifest ``entry`` recorded."""
     if entry.get("symlink"):
@@ -431,7 +423,7 @@ def _entry_current(path: Path, entry: dict[str, Any]) -> bool:
 
 
 def _current(inbox: Path, params: dict[str, Any]) -> list[Path] | None:
-    data = _read_manifest(inbox / MANIFEST_NAME)
+    data = read_json_object(inbox / MANIFEST_NAME)
     if data is None or any(data.get(k) != v for k, v in params.items()):
         return None
     paths = []
@@ -597,7 +589,7 @@ def write_etl_sources(
 def read_manifest(home: Path) -> dict[str, Any]:
     """The generator's manifest of ``home/etl/inbox`` (expected outcome of each file)."""
     path = etl_inbox_dir(home) / MANIFEST_NAME
-    data = _read_manifest(path)
+    data = read_json_object(path)
     if data is None:
         raise FileNotFoundError(f"no readable {MANIFEST_NAME} in {path.parent}")
     return data

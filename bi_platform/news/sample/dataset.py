@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bi_platform.lib.files import atomic_path, write_bytes_atomic
+from bi_platform.lib.files import atomic_path, read_json_object, write_bytes_atomic
 from bi_platform.news.records import HF_SCHEMA, TIMEZONE
 from bi_platform.news.reference_data import AGENCIES_FILE, THEMES_FILE
 from bi_platform.news.sample.profiles import (
@@ -90,18 +90,10 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _initial_is_current(
     repo_dir: Path, prof: NewsProfile, seed: int, digest: str
 ) -> dict[str, Any] | None:
-    data = _read_manifest(repo_dir / MANIFEST_NAME)
+    data = read_json_object(repo_dir / MANIFEST_NAME)
     if data is None:
         return None
     if (data.get("profile"), data.get("seed"), data.get("records"), data.get("schema_hash")) != (
@@ -190,7 +182,7 @@ def write_initial_dataset(
 def read_initial_dataset(repo_dir: Path) -> pa.Table:
     """The shards listed in ``repo_dir``'s manifest, concatenated in month order."""
     repo_dir = Path(repo_dir)
-    data = _read_manifest(repo_dir / MANIFEST_NAME)
+    data = read_json_object(repo_dir / MANIFEST_NAME)
     if data is None:
         raise FileNotFoundError(f"no readable {MANIFEST_NAME} in {repo_dir}")
     tables = [

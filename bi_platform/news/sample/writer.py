@@ -9,10 +9,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from bi_platform.lib.files import write_bytes_atomic
+from bi_platform.lib.files import read_json_object, write_bytes_atomic
 from bi_platform.news.sample.dataset import (
     _profile,
-    _read_manifest,
     _write_initial,
     read_initial_dataset,
 )
@@ -69,7 +68,7 @@ def write_news_sources(
         "seed": seed,
         "schema_hash": initial["schema_hash"],
     }
-    previous = _read_manifest(manifest_path) or {}
+    previous = read_json_object(manifest_path) or {}
     recorded: dict[str, Any] = (
         dict(previous.get("batches", {}))
         if not force and all(previous.get(k) == v for k, v in params.items())

@@ -11,6 +11,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from bi_platform.retail.rules import MONTHS, WEEK_LABELS
 from bi_platform.retail.sample.helpers import (
     _allocate,
     _choice,
@@ -450,7 +451,7 @@ def _admmat_frame(u: _Universe, seed: int) -> pl.DataFrame:
     # Weekly columns: FREQ sales, QTDE quantity, MEDIA = QTDE / FREQ, value in R$.
     season_now = _SEASON[seg, REFERENCE_DATE.month - 1]
     spans = _week_spans()
-    weeks = ["SEMANA_ATUAL", *(f"SEMANA_ANTERIOR_{k}" for k in range(2, 6))]
+    weeks = list(reversed(WEEK_LABELS))  # newest first, as _week_spans()
     week_units: list[np.ndarray] = []
     for week, (first, last) in zip(weeks, spans, strict=True):
         freq = rng.poisson(d / basket * (last - first + 1) * season_now)
@@ -476,7 +477,7 @@ def _admmat_frame(u: _Universe, seed: int) -> pl.DataFrame:
             qty = rng.poisson(d * days * _SEASON[seg, cal]) * unit
             qty[cadastro > first + days - 1] = 0.0
         monthly.append(qty)
-        cols["MES_PARCIAL" if k == 0 else f"MES_{k:02d}"] = qty
+        cols["MES_PARCIAL" if k == 0 else MONTHS[k - 1]] = qty
 
     # ABC classes: per store on monthly value, and network-wide over 90 days.
     abc_null_day = np.array([m[0] + m[1] - 1 for m in months[1:5]])
