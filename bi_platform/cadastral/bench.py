@@ -14,7 +14,8 @@ directory and a scratch database (``bench_cadastral_<random>``, dropped at the e
 - ``pipeline_stage_metrics`` / ``stages`` / ``shuffle_bytes``: Spark's own figures for
   each stage of that warm run (:mod:`bi_platform.cadastral.spark_metrics`);
 - then three tables start from D0's state (server-side copies of one pristine copy), and
-  each sync variant below runs ``sync_rounds`` times (default 2), in alternating order
+  each sync variant below runs ``sync_rounds`` times (default 3: the median drops the
+  cold first run of whichever variant opens the rounds), in alternating order
   (A C B, then B C A, ...), the tables reset to D0 between rounds; the medians are
   reported (``sync_runs_s`` has every run), so neither warm-up nor order favours one;
 - ``sync``: D1 synced into table A by :func:`~bi_platform.cadastral.pg_sync.sync_to_postgres`
@@ -163,7 +164,7 @@ def run(
     persons: int = DEFAULT_PERSONS,
     *,
     scales: tuple[float, ...] = (1,),
-    sync_rounds: int = 2,
+    sync_rounds: int = 3,
     database_url: str | None = None,
     workdir: Path | None = None,
     progress: Callable[[str], None] = lambda message: None,

@@ -1,7 +1,8 @@
 """Keeping a PostgreSQL table equal to a Spark DataFrame (the plan's phase-2 CompareData).
 
 The old CompareData collected millions of rows to the driver and compared them there
-(:mod:`.compare_baseline`). Here nothing but aggregates reaches the driver:
+(:mod:`.compare_baseline`). Here only aggregates and, for small change sets, the changed
+keys reach the driver:
 
 * **incremental** — when ``cadastral.sync_state`` says the last *completed* sync applied
   Delta version N of the same table and N is still readable, the changes are the diff of
@@ -11,13 +12,26 @@ The old CompareData collected millions of rows to the driver and compared them t
   version): PostgreSQL's ``(key, row_hash)`` are read in parallel through Spark JDBC
   (key-range ``predicates``) and full-outer-joined with the source.
 
-Either way the changes (op I/U/D plus the row) are applied per partition by a
-``mapInArrow`` function: one psycopg connection per partition, and per attempt (tenacity,
-exponential backoff) one transaction that COPYs the partition into a temp table, upserts
-(only rows whose hash differs) and deletes; each partition returns one row
-``(partition, rows, attempts)``, so retries are counted without accumulators. Replaying a
-partition is harmless, so a retry or a rerun after a crash converges. Counts come from an
-aggregation of the persisted diff.
+Either way the diff ``(key, op)`` is persisted and counted by one aggregation, then
+applied by ``mapInArrow`` tasks (:mod:`.pg_sync_apply`): one psycopg connection per task,
+and per attempt (tenacity, exponential backoff) one transaction that COPYs the task's
+rows into a temp table, upserts (only rows whose hash differs) and deletes; each task
+returns one row ``(partition, rows, attempts)``, so retries are counted without
+accumulators. Replaying a task is harmless, so a retry or a rerun after a crash
+converges. Which rows a task gets:
+
+* the source is a Delta version with local files and at most
+  :data:`FILE_APPLY_MAX_CHANGES` changes (the usual daily change set): the changed keys
+  (not the rows) go to the tasks, one task per Parquet file up to the number of cores
+  (one transaction each); each task reads its files with pyarrow and keeps the changed
+  rows, so Spark never decodes the unchanged rows' columns nor shuffles the changed ones;
+* otherwise the changed rows are joined back from the source in Spark and repartitioned
+  by key into about :data:`ROWS_PER_PARTITION` rows per task (the first sync into an
+  empty table COPYs the source's own partitions straight into the target).
+
+A sync is marked ``in_progress`` in ``sync_state`` before the first task commits and
+``done`` after the last: tasks commit independently, so after a crash the table may hold
+part of the changes, and the next sync sees ``in_progress`` and compares in full.
 
 Only DataFrame APIs are used (no ``SparkContext``, RDD or accumulator), so the same code
 runs on a classic session (local or a cluster) and over Spark Connect.
@@ -31,17 +45,26 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from bi_platform.cadastral.pg_sync_apply import (
+    APPLY_STATS_SCHEMA,
+    file_applier,
+    partition_applier,
+)
+from bi_platform.cadastral.pg_sync_apply import SyncFaults as SyncFaults
+from bi_platform.cadastral.pg_sync_apply import TransientSyncError as TransientSyncError
+from bi_platform.cadastral.pg_sync_apply import _connect as _connect
+from bi_platform.cadastral.pg_sync_apply import apply_rows as apply_rows
 from bi_platform.cadastral.row_hash import ROW_HASH, quote_ident, row_hash_sql
 
 if TYPE_CHECKING:
@@ -55,35 +78,17 @@ STATE_TABLE = "sync_state"
 JDBC_FETCHSIZE = "50000"
 #: Changed rows per apply partition (at least ``spark.default.parallelism`` partitions).
 ROWS_PER_PARTITION = 100_000
+#: At most this many changes are applied by tasks reading the source's Parquet files
+#: (the changed keys travel to them through the driver); more go through a Spark join.
+FILE_APPLY_MAX_CHANGES = 250_000
 #: Broadcast the changed keys when joining them back to the source below this many rows.
 BROADCAST_CHANGES = 2_000_000
 #: Leading key characters forming one checksum bucket in :func:`verify_in_sync`.
 BUCKET_CHARS = 3
 
 
-class TransientSyncError(Exception):
-    """An injected transient failure (see :class:`SyncFaults`); retried like a lost link."""
-
-
 class SyncError(RuntimeError):
     """The sync could not run (schema mismatch, concurrent sync, unreachable server...)."""
-
-
-@dataclass(frozen=True)
-class SyncFaults:
-    """Fault injection for tests.
-
-    ``fail_partition``/``fail_times``: that apply partition raises a transient error on its
-    first ``fail_times`` attempts (after its COPY, before commit, so the transaction rolls
-    back). ``stall_after_partitions``/``stall_seconds``: partitions with index >=
-    ``stall_after_partitions`` sleep that long before applying, so a test can kill the
-    process with some partitions committed and others not.
-    """
-
-    fail_partition: int | None = None
-    fail_times: int = 0
-    stall_after_partitions: int | None = None
-    stall_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -328,80 +333,7 @@ def safe_url(pg_url: str) -> str:
         return "<postgres url>"
 
 
-def _connect(pg_url: str, **kwargs: Any) -> psycopg.Connection:
-    """psycopg connection whose errors never carry the password."""
-    try:
-        conn = psycopg.connect(pg_url, connect_timeout=30, **kwargs)
-    except psycopg.Error as exc:
-        message = str(exc)
-        password = urlsplit(pg_url).password
-        if password:
-            message = message.replace(unquote(password), "***").replace(password, "***")
-        raise type(exc)(message) from None
-    conn.execute("SET DateStyle = 'ISO, YMD'")
-    if not conn.autocommit:
-        conn.commit()  # so that conn.transaction() starts a real transaction
-    return conn
-
-
 # -- applying changes -------------------------------------------------------------------
-
-
-def _apply_sql(table: str, columns: list[tuple[str, str]], key: str) -> list[str]:
-    """Statements run after the COPY into the temp table ``_sync_changes``."""
-    target = f"{quote_ident(SCHEMA)}.{quote_ident(table)}"
-    names = [quote_ident(n) for n, _ in columns]
-    k = quote_ident(key)
-    updates = ", ".join(
-        f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != key
-    )
-    return [
-        f"INSERT INTO {target} AS t ({', '.join(names)}) SELECT {', '.join(names)}"
-        f" FROM _sync_changes WHERE op <> 'D' ON CONFLICT ({k}) DO UPDATE SET {updates}"
-        f" WHERE t.{quote_ident(ROW_HASH)} IS DISTINCT FROM excluded.{quote_ident(ROW_HASH)}",
-        f"DELETE FROM {target} AS t USING _sync_changes c WHERE c.op = 'D' AND t.{k} = c.{k}",
-    ]
-
-
-def apply_rows(
-    conn: psycopg.Connection,
-    table: str,
-    columns: list[tuple[str, str]],
-    key: str,
-    rows: Iterable[tuple],
-    before_commit=None,
-    *,
-    inserts_only: bool = False,
-) -> None:
-    """One transaction: COPY ``rows`` (op, *columns) into a temp table, upsert, delete.
-
-    Idempotent: an upsert only touches rows whose ``row_hash`` differs; deleting a
-    missing key does nothing. ``inserts_only`` (the target was empty when the diff was
-    taken, and the advisory lock keeps other syncs out): COPY straight into the target.
-    """
-    defs = ", ".join(f"{quote_ident(n)} {t}" for n, t in columns)
-    names = ", ".join(quote_ident(n) for n, _ in columns)
-    with conn.transaction():
-        if inserts_only:
-            target = f"{quote_ident(SCHEMA)}.{quote_ident(table)}"
-            with conn.cursor().copy(f"COPY {target} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row[1:])
-            if before_commit is not None:
-                before_commit()
-            return
-        conn.execute(f"CREATE TEMP TABLE _sync_changes (op char(1), {defs}) ON COMMIT DROP")
-        with conn.cursor().copy(f"COPY _sync_changes (op, {names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        for statement in _apply_sql(table, columns, key):
-            conn.execute(statement)
-        if before_commit is not None:
-            before_commit()
-
-
-#: What each apply partition returns (one row): its id, rows applied, attempts made.
-APPLY_STATS_SCHEMA = "partition int, rows long, attempts int"
 
 
 def _is_connect(spark: SparkSession) -> bool:
@@ -420,96 +352,24 @@ def _parallelism(spark: SparkSession) -> int:
     return max(2, int(value))
 
 
+def _cores(spark: SparkSession, parallelism: int) -> int:
+    """Cores running tasks at once: N of a ``local[N]`` master (the machine's cores for
+    ``local[*]``), else half the default parallelism (2 tasks per core, as
+    :func:`.spark_config.default_parallelism` sets it)."""
+    if not _is_connect(spark):
+        match = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", spark.sparkContext.master)
+        if match:
+            return int(match.group(1)) if match.group(1) != "*" else os.cpu_count() or 1
+        if spark.sparkContext.master == "local":
+            return 1
+    return max(1, parallelism // 2)
+
+
 def _num_partitions(df: DataFrame) -> int | None:
     """Partitions of ``df``'s plan; None over Spark Connect (no RDD to ask)."""
     if _is_connect(df.sparkSession):
         return None
     return df.rdd.getNumPartitions()
-
-
-def _partition_applier(
-    pg_url: str,
-    table: str,
-    columns: list[tuple[str, str]],
-    key: str,
-    retries: int,
-    faults: SyncFaults,
-    inserts_only: bool = False,
-):
-    """The ``mapInArrow`` function applying one partition of changes (pickled to the
-    Python workers): Arrow batches of ``(op, *columns)`` in, one stats row out."""
-
-    def apply_partition(batches: Iterator) -> Iterator:
-        import time as _time
-
-        import psycopg as _psycopg
-        import pyarrow as _pa
-        from pyspark import TaskContext
-        from tenacity import (
-            Retrying,
-            retry_if_exception_type,
-            stop_after_attempt,
-            wait_exponential,
-        )
-
-        batch: list[tuple] = []  # replayable on retry
-        for record_batch in batches:
-            # to_pylist gives the values a Row would (str, date, Decimal, list, bool...)
-            values = [column.to_pylist() for column in record_batch.columns]
-            batch.extend(zip(*values, strict=True))
-        partition = TaskContext.get().partitionId()
-
-        def stats(attempts: int) -> _pa.RecordBatch:
-            return _pa.RecordBatch.from_pydict(
-                {
-                    "partition": _pa.array([partition], _pa.int32()),
-                    "rows": _pa.array([len(batch)], _pa.int64()),
-                    "attempts": _pa.array([attempts], _pa.int32()),
-                }
-            )
-
-        if not batch:
-            yield stats(0)
-            return
-        if faults.stall_after_partitions is not None and (
-            partition >= faults.stall_after_partitions
-        ):
-            _time.sleep(faults.stall_seconds)
-        conn = None
-        attempts = 0
-
-        def fail_injected() -> None:
-            if partition == faults.fail_partition and attempts <= faults.fail_times:
-                raise TransientSyncError(f"injected failure, partition {partition}")
-
-        try:
-            for attempt in Retrying(
-                stop=stop_after_attempt(max(0, retries) + 1),
-                wait=wait_exponential(multiplier=0.1, min=0.1, max=10),
-                retry=retry_if_exception_type(
-                    (_psycopg.OperationalError, _psycopg.InterfaceError, TransientSyncError)
-                ),
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
-                    if conn is None or conn.closed or conn.broken:
-                        conn = _connect(pg_url)
-                    apply_rows(
-                        conn,
-                        table,
-                        columns,
-                        key,
-                        batch,
-                        before_commit=fail_injected,
-                        inserts_only=inserts_only,
-                    )
-        finally:
-            if conn is not None:
-                conn.close()
-        yield stats(attempts)
-
-    return apply_partition
 
 
 # -- diffs -----------------------------------------------------------------------------
@@ -639,6 +499,107 @@ def _read_version_hashes(
     return with_row_hash(spark.read.parquet(*files), key).select(key, ROW_HASH)
 
 
+def _local_files(
+    uri: str | None, version: int | None, columns: list[tuple[str, str]]
+) -> list[str] | None:
+    """Local paths of the Parquet files of Delta ``version`` of ``uri``; None when the
+    version is unknown or unreadable, a file is not on a local filesystem, or the
+    version's schema lacks one of ``columns`` (e.g. ``row_hash`` computed on the fly)."""
+    if uri is None or version is None:
+        return None
+    found = _delta_files(uri, version)
+    if found is None:
+        return None
+    files, names = found
+    if not {name for name, _ in columns} <= set(names):
+        return None
+    paths = [path.removeprefix("file://") for path in files]
+    if any("://" in path for path in paths):
+        return None
+    return paths
+
+
+def _apply_stats(stats: list) -> tuple[int, int, int]:
+    """``(partitions, non-empty partitions, retries)`` from the apply tasks' rows."""
+    applied = sum(1 for row in stats if row["rows"])
+    retried = sum(max(0, row["attempts"] - 1) for row in stats)
+    return len(stats), applied, retried
+
+
+def _apply_changes(
+    spark: SparkSession,
+    source: DataFrame,
+    diff: DataFrame,
+    counts: dict[str, int],
+    *,
+    pg_url: str,
+    table: str,
+    columns: list[tuple[str, str]],
+    key: str,
+    retries: int,
+    faults: SyncFaults,
+    empty_target: bool,
+    source_files: list[str] | None,
+    parallelism: int,
+) -> tuple[int, int, int]:
+    """Apply the changes of ``diff`` (counted in ``counts``) to PostgreSQL.
+
+    With the source's Parquet files known and at most :data:`FILE_APPLY_MAX_CHANGES`
+    changes, the changed keys go to the apply tasks, which read the files themselves
+    (:func:`.pg_sync_apply.file_applier`): one task per file up to the cores, and no
+    Spark scan, join nor shuffle of the source's columns. Otherwise the changed rows are
+    joined back from the source in Spark and applied per partition, about
+    :data:`ROWS_PER_PARTITION` rows each (the first sync into an empty table keeps the
+    source's own partitions).
+
+    Returns:
+        ``(partitions, non-empty partitions, retries)``.
+    """
+    import pyarrow as pa
+    from pyspark.sql import functions as sf
+
+    n_changes = counts["I"] + counts["U"] + counts["D"]
+    if not empty_target and source_files and n_changes <= FILE_APPLY_MAX_CHANGES:
+        changed = diff.filter(sf.col(key).isNotNull()).select(key, "op").toArrow()
+        ops = changed.column("op").to_pylist()
+        keys = changed.column(key).combine_chunks().cast(pa.string())
+        upserts = keys.filter([op != "D" for op in ops])
+        deletes = [k for k, op in zip(keys.to_pylist(), ops, strict=True) if op == "D"]
+        tasks = max(1, min(len(source_files), _cores(spark, parallelism)))
+        log.info(
+            "apply: %d tasks read %d Parquet files for %d upserts, %d deletes",
+            tasks,
+            len(source_files),
+            len(upserts),
+            len(deletes),
+        )
+        applier = file_applier(
+            pg_url,
+            table,
+            columns,
+            key,
+            retries,
+            faults,
+            files=[source_files[i::tasks] for i in range(tasks)],
+            upsert_keys=upserts,
+            delete_keys=[deletes[i::tasks] for i in range(tasks)],
+        )
+        ids = spark.range(0, tasks, 1, numPartitions=tasks)
+        return _apply_stats(ids.mapInArrow(applier, APPLY_STATS_SCHEMA).collect())
+
+    partitions = max(parallelism, math.ceil(n_changes / ROWS_PER_PARTITION))
+    changes = _changes(source, diff, key, counts, columns)
+    own = _num_partitions(changes)
+    if not (empty_target and (own is None or own >= parallelism)):
+        # (First sync: the source's own partitions, no shuffle of every row; over Spark
+        # Connect their number is only known from the stats.)
+        changes = changes.repartition(partitions, key)
+    applier = partition_applier(
+        pg_url, table, columns, key, retries, faults, inserts_only=empty_target
+    )
+    return _apply_stats(changes.mapInArrow(applier, APPLY_STATS_SCHEMA).collect())
+
+
 # -- the sync --------------------------------------------------------------------------
 
 
@@ -737,22 +698,21 @@ def sync_to_postgres(
             log.info("sync %s.%s: diff %s in %.1f s", SCHEMA, table, counts, compared - started)
             mark_in_progress(conn, table, uri, version, mode)
             if n_changes:
-                partitions = max(parallelism, math.ceil(n_changes / ROWS_PER_PARTITION))
-                changes = _changes(source, diff, key, counts, columns)
-                own = _num_partitions(changes)
-                if empty_target and (own is None or own >= parallelism):
-                    # First sync: the source's own partitions, no shuffle of every row
-                    # (over Spark Connect their number is only known from the stats).
-                    pass
-                else:
-                    changes = changes.repartition(partitions, key)
-                applier = _partition_applier(
-                    pg_url, table, columns, key, retries, faults, inserts_only=empty_target
+                partitions, applied, retried = _apply_changes(
+                    spark,
+                    source,
+                    diff,
+                    counts,
+                    pg_url=pg_url,
+                    table=table,
+                    columns=columns,
+                    key=key,
+                    retries=retries,
+                    faults=faults,
+                    empty_target=empty_target,
+                    source_files=_local_files(uri, version, columns),
+                    parallelism=parallelism,
                 )
-                stats = changes.mapInArrow(applier, APPLY_STATS_SCHEMA).collect()
-                partitions = len(stats)
-                applied = sum(1 for row in stats if row["rows"])
-                retried = sum(max(0, row["attempts"] - 1) for row in stats)
             mark_done(conn, table, uri, version, mode, counts)
             log.info(
                 "sync %s.%s: applied %s changes (%s of %s partitions non-empty) in %.1f s",

@@ -66,11 +66,11 @@ def test_bench_cadastral_prints_the_json_line(tmp_path: Path, pg_cluster: LocalP
         "scale_rate_ratio",
         "incremental_not_slower",
     }
-    # every sync variant ran twice (alternating order); the medians are reported
+    # every sync variant ran three times (alternating order); the medians are reported
     assert {k: len(v) for k, v in report["sync_runs_s"].items()} == {
-        "incremental": 2,
-        "full": 2,
-        "collect": 2,
+        "incremental": 3,
+        "full": 3,
+        "collect": 3,
     }
     # per-scale rates and peak memory
     assert set(report["scale_rows_per_s_per_core"]) == {"1", "2"}

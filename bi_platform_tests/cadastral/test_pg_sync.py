@@ -18,10 +18,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 from pyspark.sql import types as st
 
+from bi_platform.cadastral import pg_sync
 from bi_platform.cadastral.compare_baseline import collect_compare_sync
+from bi_platform.cadastral.delta import write_delta
 from bi_platform.cadastral.pg_sync import (
     SyncError,
     SyncFaults,
@@ -85,10 +87,10 @@ def source_df(spark, rows: list[tuple]):
     return with_row_hash(spark.createDataFrame(rows, SCHEMA))
 
 
-def write_version(spark, uri: str, rows: list[tuple]):
-    """Write ``rows`` (with row_hash) as a new Delta version; the source read back from it."""
-    write_deltalake(uri, source_df(spark, rows).toArrow(), mode="overwrite")
-    version = DeltaTable(uri).version()
+def write_version(spark, uri: str, rows: list[tuple], files: int = 4):
+    """Write ``rows`` (with row_hash) as a new Delta version of ``files`` Parquet files, as
+    the pipeline does (Spark writes, delta-rs commits); the source read back from it."""
+    version = write_delta(source_df(spark, rows).repartition(files), uri).version
     return spark.read.parquet(*DeltaTable(uri, version=version).file_uris()), version
 
 
@@ -118,7 +120,7 @@ def state(pg_url: str) -> tuple:
         ).fetchone()
 
 
-def test_first_sync_changes_and_rerun(spark, pg_url: str, tmp_path: Path) -> None:
+def test_first_sync_changes_and_rerun(spark, pg_url: str, tmp_path: Path, caplog) -> None:
     uri = str(tmp_path / "delta")
     v0, n0 = write_version(spark, uri, snapshot(range(300)))
     first = sync_to_postgres(spark, v0, pg_url, table=TABLE, delta_uri=uri, delta_version=n0)
@@ -131,8 +133,11 @@ def test_first_sync_changes_and_rerun(spark, pg_url: str, tmp_path: Path) -> Non
     updated = set(range(10, 130, 10))
     ids = [i for i in range(300) if i not in {3, 77, 151, 155, 299}] + list(range(300, 307))
     v1, n1 = write_version(spark, uri, snapshot(ids, updated))
-    second = sync_to_postgres(spark, v1, pg_url, table=TABLE, delta_uri=uri, delta_version=n1)
+    with caplog.at_level(logging.INFO, logger="bi_platform.cadastral.pg_sync"):
+        second = sync_to_postgres(spark, v1, pg_url, table=TABLE, delta_uri=uri, delta_version=n1)
     assert second.mode == "incremental"
+    # The changed rows were read from the version's 4 files by the apply tasks.
+    assert "read 4 Parquet files for 19 upserts, 5 deletes" in caplog.text
     assert (second.inserted, second.updated, second.deleted, second.unchanged) == (
         7,
         12,
@@ -158,6 +163,44 @@ def test_first_sync_changes_and_rerun(spark, pg_url: str, tmp_path: Path) -> Non
     assert plain.mode == "full" and plain.source_version is None
     assert (plain.inserted, plain.updated, plain.deleted) == (0, 1, 1)
     assert_equal(spark, v2, pg_url)
+
+
+def test_large_change_sets_apply_through_a_spark_join(
+    spark, pg_url: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Above FILE_APPLY_MAX_CHANGES the changed rows are joined back in Spark instead of
+    being read from the Delta files by the apply tasks: same end state."""
+    uri = str(tmp_path / "delta")
+    v0, n0 = write_version(spark, uri, snapshot(range(120)))
+    sync_to_postgres(spark, v0, pg_url, table=TABLE, delta_uri=uri, delta_version=n0)
+    ids = [i for i in range(125) if i not in {4, 50}]
+    v1, n1 = write_version(spark, uri, snapshot(ids, {7, 8, 9}), files=3)
+    monkeypatch.setattr(pg_sync, "FILE_APPLY_MAX_CHANGES", 0)
+    result = sync_to_postgres(spark, v1, pg_url, table=TABLE, delta_uri=uri, delta_version=n1)
+    assert result.mode == "incremental"
+    assert (result.inserted, result.updated, result.deleted) == (5, 3, 2)
+    assert_equal(spark, v1, pg_url)
+
+
+def test_versions_without_row_hash_apply_through_a_spark_join(
+    spark, pg_url: str, tmp_path: Path
+) -> None:
+    """A Delta table without a stored row_hash (computed on the fly): the apply tasks
+    cannot read it from the files, so the changed rows come from the source in Spark."""
+    uri = str(tmp_path / "delta")
+
+    def version(rows: list[tuple]):
+        n = write_delta(spark.createDataFrame(rows, SCHEMA).repartition(2), uri).version
+        files = DeltaTable(uri, version=n).file_uris()
+        return with_row_hash(spark.read.parquet(*files)), n
+
+    v0, n0 = version(snapshot(range(60)))
+    sync_to_postgres(spark, v0, pg_url, table=TABLE, delta_uri=uri, delta_version=n0)
+    v1, n1 = version(snapshot(range(1, 61), {3, 4}))
+    result = sync_to_postgres(spark, v1, pg_url, table=TABLE, delta_uri=uri, delta_version=n1)
+    assert result.mode == "incremental"
+    assert (result.inserted, result.updated, result.deleted) == (1, 2, 1)
+    assert_equal(spark, v1, pg_url)
 
 
 def test_interrupted_state_forces_full_compare(spark, pg_url: str, tmp_path: Path) -> None:
@@ -203,7 +246,7 @@ def test_transient_fault_is_retried_and_exhausted_retries_fail(
             delta_uri=uri,
             delta_version=n1,
             retries=1,
-            faults=SyncFaults(fail_partition=3, fail_times=5),
+            faults=SyncFaults(fail_partition=1, fail_times=5),
         )
     assert state(pg_url)[0] == "in_progress"
     assert verify_in_sync(spark, v1, pg_url, table=TABLE).hash_differences > 0
@@ -226,7 +269,7 @@ KILL_SCRIPT = textwrap.dedent(
     source = spark.read.parquet(*DeltaTable(uri, version=version).file_uris())
     sync_to_postgres(spark, source, os.environ["SYNC_PG_URL"], table="cadastro_consolidado",
                      delta_uri=uri, delta_version=version,
-                     faults=SyncFaults(stall_after_partitions=2, stall_seconds=900))
+                     faults=SyncFaults(stall_after_partitions=1, stall_seconds=900))
     """
 )
 
