@@ -163,3 +163,16 @@ def read_json_object(path: Path | str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def write_json_atomic(path: Path | str, data: Any, *, durable: bool = True) -> None:
+    """``data`` as indented UTF-8 JSON (one trailing newline), written atomically
+    (:func:`write_bytes_atomic`; ``durable`` as there).
+
+    Args:
+        path: the file.
+        data: a JSON-serialisable value.
+        durable: fsync the file and its directory.
+    """
+    payload = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    write_bytes_atomic(path, payload.encode(), durable=durable)

@@ -23,7 +23,6 @@ not rewritten unless ``force``. The same profile and seed always give identical 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -40,7 +39,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bi_platform.etl.layouts import RecordLayout, get_layout
-from bi_platform.lib.files import atomic_path, read_json_object, write_bytes_atomic
+from bi_platform.lib.files import (
+    atomic_path,
+    read_json_object,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from bi_platform.lib.package_data import read_json
 
 logger = logging.getLogger(__name__)
@@ -570,11 +574,7 @@ def write_etl_sources(
         done(hard.name, REJECTED, None, MALFORMED[hard.name][1])
 
     manifest = {**params, "records": next_id - 1, "files": dict(sorted(files.items()))}
-    write_bytes_atomic(
-        inbox / MANIFEST_NAME,
-        (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode(),
-        durable=False,
-    )
+    write_json_atomic(inbox / MANIFEST_NAME, manifest, durable=False)
     logger.info(
         "etl inbox (%s, seed %d): %d files in %s in %.1fs",
         profile,

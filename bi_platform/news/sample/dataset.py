@@ -15,7 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bi_platform.lib.files import atomic_path, read_json_object, write_bytes_atomic
+from bi_platform.lib.files import (
+    atomic_path,
+    read_json_object,
+    write_json_atomic,
+)
 from bi_platform.news.records import HF_SCHEMA, TIMEZONE
 from bi_platform.news.reference_data import AGENCIES_FILE, THEMES_FILE
 from bi_platform.news.sample.profiles import (
@@ -150,8 +154,7 @@ def _write_initial(
         "last_published_at": pc.max(published).as_py().isoformat() if table.num_rows else None,
         "shards": entries,
     }
-    payload = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-    write_bytes_atomic(repo_dir / MANIFEST_NAME, payload.encode(), durable=False)
+    write_json_atomic(repo_dir / MANIFEST_NAME, manifest, durable=False)
     logger.info(
         "news dataset (%s, seed %d): %d records in %d shards written to %s in %.1fs",
         prof.name,

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from bi_platform.lib.files import atomic_path, write_bytes_atomic
+from bi_platform.lib.files import atomic_path, write_json_atomic
 from bi_platform.retail.sample.helpers import _conform, _draw_days, _pick, _rng, _round2
 from bi_platform.retail.sample.profiles import (
     _REF_DAY,
@@ -265,11 +265,7 @@ def write_retail_exports(
         "sizes": {f.name: getattr(prof, f.name) for f in fields(prof) if f.name != "name"},
         "tables": entries,
     }
-    write_bytes_atomic(
-        out_dir / MANIFEST_NAME,
-        (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode(),
-        durable=False,
-    )
+    write_json_atomic(out_dir / MANIFEST_NAME, manifest, durable=False)
     logger.info(
         "retail exports (%s, seed %d) written to %s in %.1fs",
         profile,
