@@ -336,6 +336,54 @@ def growth_sql(current: str, previous: str) -> str:
     return f"CASE WHEN {previous} > 0 THEN ({current} - {previous}) / {previous} END"
 
 
+def ratio_value(numerator: float, denominator: float) -> float | None:
+    """The Python twin of :func:`ratio_expr`, for rows reshaped in Python.
+
+    Args:
+        numerator: The numerator.
+        denominator: The denominator.
+
+    Returns:
+        ``numerator / denominator``, or ``None`` unless ``denominator > 0``.
+    """
+    return numerator / denominator if denominator > 0 else None
+
+
+#: A month's seasonal index: its sales over the average month of :data:`MONTHS`.
+_MONTHS_PER_YEAR = float(len(MONTHS))
+
+
+def seasonal_index_expr(month: str, total: str, name: str) -> nw.Expr:
+    """``month / (total / 12)``, null where ``total`` is not positive.
+
+    Args:
+        month: Column name of the month's sales.
+        total: Column name of the year's sales (the sum of :data:`MONTHS`).
+        name: Output column name.
+
+    Returns:
+        The aliased narwhals expression.
+    """
+    return (
+        nw.when(nw.col(total) > 0)
+        .then(nw.col(month) / (nw.col(total) / _MONTHS_PER_YEAR))
+        .alias(name)
+    )
+
+
+def seasonal_index_value(month: float, total: float) -> float | None:
+    """The Python twin of :func:`seasonal_index_expr`.
+
+    Args:
+        month: The month's sales.
+        total: The year's sales.
+
+    Returns:
+        The index, or ``None`` unless ``total > 0``.
+    """
+    return month / (total / _MONTHS_PER_YEAR) if total > 0 else None
+
+
 def growth_value(current: float, previous: float | None) -> float | None:
     """The Python twin of :func:`growth_expr`, for rows reshaped in Python.
 

@@ -43,6 +43,8 @@ from bi_platform.retail.rules import (
     growth_value,
     leadtime_bucket_sql,
     ratio_sql,
+    ratio_value,
+    seasonal_index_value,
     sql_ident,
 )
 
@@ -213,8 +215,8 @@ def _seasonality_rows(wide: dict[str, float]) -> pa.Table:
         labels.append(month)
         ordinals.append(ordinal)
         sales.append(wide[month])
-        shares.append(wide[month] / total if total > 0 else None)
-        indices.append(wide[month] / (total / 12.0) if total > 0 else None)
+        shares.append(ratio_value(wide[month], total))
+        indices.append(seasonal_index_value(wide[month], total))
     return pa.table(
         {
             "MES": pa.array(labels, pa.string()),

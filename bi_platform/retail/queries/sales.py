@@ -31,6 +31,7 @@ from bi_platform.retail.rules import (
     leadtime_bucket_exprs,
     ratio_expr,
     row_sum_expr,
+    seasonal_index_expr,
 )
 from bi_platform.retail.schema import ABC_CLASSES
 
@@ -110,12 +111,7 @@ def _seasonality(lf: nw.LazyFrame, p: Mapping[str, Any]) -> nw.LazyFrame:
     )
     wide = wide.with_columns(
         *(ratio_expr(m, "TOTAL", f"PART_{m}") for m in MONTHS),
-        *(
-            nw.when(nw.col("TOTAL") > 0)
-            .then(nw.col(m) / (nw.col("TOTAL") / 12.0))
-            .alias(f"IDX_{m}")
-            for m in MONTHS
-        ),
+        *(seasonal_index_expr(m, "TOTAL", f"IDX_{m}") for m in MONTHS),
     )
     return long_from_wide(
         wide,
