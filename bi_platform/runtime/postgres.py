@@ -525,11 +525,13 @@ class LocalPostgres:
             current = self.status()
             if current.running:
                 self.ensure_databases(current.port)
+                apply_build_settings(local_url(current.port, "postgres"))
                 return current, False
             if not self.initialized:
                 self._initdb()
             port = self._start()
             self.ensure_databases(port)
+            apply_build_settings(local_url(port, "postgres"))
             started = self.status()
             if not started.running:
                 raise PostgresRuntimeError(f"PostgreSQL did not come up.{self._log_tail()}")
@@ -596,7 +598,8 @@ class LocalPostgres:
                 "max_connections = 200\n"
                 "logging_collector = off\n"
                 "# bulk loads (news migration, cadastral sync): fewer checkpoints during a\n"
-                "# load, compressed full-page images, bigger sorts for index builds\n"
+                "# load, compressed full-page images (lz4 when the build has it, set by\n"
+                "# ALTER SYSTEM at each start), bigger sorts for index builds\n"
                 "shared_buffers = 512MB\n"
                 "max_wal_size = 4GB\n"
                 "checkpoint_timeout = 15min\n"
@@ -663,6 +666,43 @@ def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+#: Settings the embedded cluster takes when its server build offers the value (checked
+#: against ``pg_settings.enumvals`` at each start, so an older or differently built
+#: server keeps its postgresql.conf value): full-page images in the WAL compressed with
+#: lz4 instead of pglz. An index build writes every page of the new index as a
+#: full-page image; with pglz that compression was a quarter of the news migration's
+#: index rebuild (3.35 s against 2.44 s with lz4 on 300k rows).
+BUILD_DEPENDENT_SETTINGS: tuple[tuple[str, str], ...] = (("wal_compression", "lz4"),)
+
+
+def apply_build_settings(maintenance_url: str) -> list[str]:
+    """``ALTER SYSTEM SET`` each of :data:`BUILD_DEPENDENT_SETTINGS` that the server
+    offers and does not have yet, then reload the configuration.
+
+    Args:
+        maintenance_url: a superuser connection URL to the server.
+
+    Returns:
+        The names of the settings changed (empty when every one is in place or offered
+        by no value of this build).
+    """
+    changed: list[str] = []
+    with psycopg.connect(maintenance_url, autocommit=True) as conn:
+        for name, value in BUILD_DEPENDENT_SETTINGS:
+            row = conn.execute(
+                "SELECT setting, %s = ANY (enumvals) FROM pg_settings WHERE name = %s",
+                (value, name),
+            ).fetchone()
+            if row is None or not row[1] or row[0] == value:
+                continue
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), value))
+            changed.append(name)
+        if changed:
+            conn.execute("SELECT pg_reload_conf()")
+            log.info("PostgreSQL settings applied for this server build: %s", changed)
+    return changed
 
 
 def accepts_connections(url: str, timeout: int = 3) -> bool:

@@ -7,6 +7,7 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bi_platform.runtime.postgres import (
     LocalPostgres,
     PostgresBinariesNotFoundError,
     PostgresRuntimeError,
+    apply_build_settings,
     find_pg_binaries,
     local_url,
 )
@@ -99,6 +101,41 @@ def test_second_up_is_a_no_op(bi_home: Path) -> None:
     second, started_second = cluster.up()
     assert (started_first, started_second) == (True, False)
     assert second.pid == first.pid and second.port == first.port
+
+
+def _setting_becomes(url: str, name: str, value: str, timeout: float = 10.0) -> bool:
+    """Whether new sessions see ``name = value`` within ``timeout`` (a reload is async)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(url) as conn:
+            current = conn.execute("SELECT setting FROM pg_settings WHERE name = %s", (name,))
+            if current.fetchone() == (value,):
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def test_up_applies_the_settings_the_build_offers(bi_home: Path) -> None:
+    cluster = LocalPostgres(bi_home / "postgres")
+    status, _ = cluster.up()
+    url = local_url(status.port, "postgres")
+    with psycopg.connect(url, autocommit=True) as conn:
+        offered = conn.execute(
+            "SELECT enumvals FROM pg_settings WHERE name = 'wal_compression'"
+        ).fetchone()
+        assert offered is not None and "lz4" in offered[0]  # Debian's server has lz4
+    assert _setting_becomes(url, "wal_compression", "lz4")
+
+    # a cluster that lost the setting (or predates it) gets it back at the next up
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM RESET wal_compression")
+        conn.execute("SELECT pg_reload_conf()")
+    assert _setting_becomes(url, "wal_compression", "pglz")  # postgresql.conf's "on"
+    again, started = cluster.up()
+    assert not started and again.pid == status.pid
+    assert _setting_becomes(url, "wal_compression", "lz4")
+    assert apply_build_settings(url) == []  # idempotent
 
 
 def test_restart_keeps_data(bi_home: Path) -> None:
