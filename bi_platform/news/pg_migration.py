@@ -4,9 +4,9 @@
 through :func:`~bi_platform.news.pg_write.write_records`, one transaction per shard, in
 parallel (:data:`DEFAULT_MIGRATION_WORKERS` connections); a shard done before (a
 ``success`` row in ``sync_log``, operation :data:`~bi_platform.news.sync_log.MIGRATION_OPERATION`)
-is skipped, so a migration is resumable. Into an empty ``news`` the non-unique indexes,
-foreign keys and CHECK constraints are dropped first and restored at the end
-(:func:`restore_deferred_indexes`). It owns its connections and commits.
+is skipped, so a migration is resumable. Into an empty ``news`` the indexes, keys and
+foreign keys are dropped first and restored at the end (:func:`restore_deferred_indexes`).
+It owns its connections and commits.
 """
 
 from __future__ import annotations
@@ -172,10 +172,10 @@ def migrate_from_repo(
     falling back to the merge for a shard whose rows collide with stored ones).
 
     Bulk load (``defer_indexes``, only when ``news`` is empty), as pg_restore does it:
-    every index and constraint of ``news`` (primary key and unique keys included) is
-    dropped before the first shard and rebuilt after the last (index builds and one
-    validating scan per constraint, instead of per-row maintenance and trigger calls;
-    every row was already checked against the same rules by :func:`validate_records`).
+    every index, key and foreign key of ``news`` is dropped before the first shard and
+    rebuilt after the last (index builds and one validating scan per foreign key,
+    instead of per-row maintenance and trigger calls; every row was already checked
+    against the same rules by :func:`validate_records`). The CHECK constraints stay.
     Without the unique indexes a COPY cannot detect a story stored twice, so each
     shard first claims its ``unique_id`` and (agency, url) keys (:class:`_KeyClaims`):
     a shard sharing a key with a shard already loaded is deferred, and loaded after the
@@ -294,11 +294,13 @@ _STANDALONE_INDEXES = """
     ORDER BY c.relname
 """
 
-#: Foreign keys and CHECK constraints of ``news``.
-_CHECKED_CONSTRAINTS = """
+#: Foreign keys of ``news``: the constraints a bulk load defers besides its keys. Its
+#: CHECKs stay in force during the load: each costs the load's backends a cheap test per
+#: row, in parallel, where adding them back would be one more serial scan of the heap.
+_FOREIGN_KEYS = """
     SELECT conname, pg_get_constraintdef(oid)
     FROM pg_constraint
-    WHERE conrelid = 'news'::regclass AND contype IN ('f', 'c')
+    WHERE conrelid = 'news'::regclass AND contype = 'f'
     ORDER BY conname
 """
 
@@ -356,14 +358,14 @@ def _unique_keys_missing(conn: psycopg.Connection[Any]) -> bool:
 
 
 def _drop_secondary_indexes_if_empty(conn: psycopg.Connection[Any]) -> list[str]:
-    """If ``news`` is empty: record, then drop, all its indexes and constraints (one
-    transaction); the names dropped."""
+    """If ``news`` is empty: record, then drop, all its indexes, keys and foreign keys
+    (one transaction); the names dropped."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         cur.execute("LOCK TABLE news IN SHARE ROW EXCLUSIVE MODE")  # no writer gets in
         if cur.execute("SELECT EXISTS (SELECT FROM news)").fetchone() != (False,):
             return []
         indexes = dict(cur.execute(_STANDALONE_INDEXES).fetchall())
-        constraints = dict(cur.execute(_CHECKED_CONSTRAINTS).fetchall())
+        constraints = dict(cur.execute(_FOREIGN_KEYS).fetchall())
         keys = {name: [kind, ddl] for name, kind, ddl in cur.execute(_KEY_CONSTRAINTS).fetchall()}
         if not indexes and not constraints and not keys:
             return []
@@ -374,13 +376,13 @@ def _drop_secondary_indexes_if_empty(conn: psycopg.Connection[Any]) -> list[str]
             "news",
             {"indexes": indexes, "constraints": constraints, "keys": keys},
         )
-        for name in [*constraints, *keys]:  # foreign keys and CHECKs first
+        for name in [*constraints, *keys]:  # foreign keys first
             cur.execute(sql.SQL("ALTER TABLE news DROP CONSTRAINT {}").format(sql.Identifier(name)))
         for name in indexes:
             cur.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
     dropped = sorted([*indexes, *constraints, *keys])
     log.info(
-        "migration: news is empty; %d index(es), %d key(s) and %d constraint(s) deferred "
+        "migration: news is empty; %d index(es), %d key(s) and %d foreign key(s) deferred "
         "for the load (sync_log %d): %s",
         len(indexes),
         len(keys),
@@ -452,7 +454,7 @@ def restore_deferred_indexes(
                 for name, definition in constraints.items()
                 if name not in present
             ]
-            if missing:  # one statement: the CHECKs are verified in one scan
+            if missing:  # one statement (CHECKs a migration recorded: one scan)
                 cur.execute(sql.SQL("ALTER TABLE news {}").format(sql.SQL(", ").join(missing)))
             restored += [*keys, *constraints]
             finish_log(
