@@ -193,11 +193,18 @@ def news_checkout(settings: Settings, revision: str | None, directory: str) -> N
     help="Rows timed for the batch-INSERT baseline (rows/s extrapolated).",
 )
 @click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Alternating rounds of the COPY floor and the migration (medians reported).",
+)
+@click.option(
     "--database-url",
     default=None,
     help="Admin URL of the server where scratch databases are made (default: the platform's).",
 )
-def bench_news(rows: int, baseline_rows: int, database_url: str | None) -> None:
+def bench_news(rows: int, baseline_rows: int, rounds: int, database_url: str | None) -> None:
     """HF -> PG migration vs raw COPY and batch INSERTs; incremental vs full HF sync."""
     from rich.console import Console
     from rich.table import Table
@@ -211,6 +218,7 @@ def bench_news(rows: int, baseline_rows: int, database_url: str | None) -> None:
             rows,
             database_url=database_url,
             baseline_rows=baseline_rows,
+            rounds=rounds,
             progress=lambda message: console.print(f"  {message}"),
         )
     except BenchError as exc:

@@ -26,6 +26,8 @@ def test_bench_news_prints_the_json_line(tmp_path: Path, pg_cluster: LocalPostgr
             "2000",
             "--baseline-rows",
             "1000",
+            "--rounds",
+            "2",
             "--database-url",
             admin,
         ],
@@ -39,6 +41,10 @@ def test_bench_news_prints_the_json_line(tmp_path: Path, pg_cluster: LocalPostgr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["bench"] == "news" and report["rows"] == 2000
     assert report["baseline_rows"] == 1000
+    # two alternating rounds of floor and migration; the medians are the reported rates
+    assert report["rounds"] == 2
+    assert len(report["copy_runs_s"]) == len(report["migration_runs_s"]) == 2
+    assert all(x > 0 for x in report["copy_runs_s"] + report["migration_runs_s"])
     for key in (
         "copy_rows_per_s",
         "migration_rows_per_s",
