@@ -6,8 +6,12 @@ keys reach the driver:
 
 * **incremental** — when ``cadastral.sync_state`` says the last *completed* sync applied
   Delta version N of the same table and N is still readable, the changes are the diff of
-  ``(key, row_hash)`` between version N and the source, computed in Spark; PostgreSQL is
-  not read at all;
+  ``(key, row_hash)`` between version N and the source; PostgreSQL is not read at all.
+  When both versions are local files written with the same partition ids (stage outputs
+  are hash-partitioned by the key), one ``mapInArrow`` task per partition id joins that
+  id's files with pyarrow (:mod:`.pg_sync_diff`), with no shuffle; a key changed in two
+  file pairs (the versions were not co-partitioned) or files that cannot be paired send
+  the diff to a shuffled Spark join instead;
 * **full** — otherwise (first sync, interrupted sync, ``full_compare=True``, no Delta
   version): PostgreSQL's ``(key, row_hash)`` are read in parallel through Spark JDBC
   (key-range ``predicates``) and full-outer-joined with the source.
@@ -65,6 +69,7 @@ from bi_platform.cadastral.pg_sync_apply import SyncFaults as SyncFaults
 from bi_platform.cadastral.pg_sync_apply import TransientSyncError as TransientSyncError
 from bi_platform.cadastral.pg_sync_apply import _connect as _connect
 from bi_platform.cadastral.pg_sync_apply import apply_rows as apply_rows
+from bi_platform.cadastral.pg_sync_diff import pair_differ, pair_files
 from bi_platform.cadastral.row_hash import ROW_HASH, quote_ident, row_hash_sql
 
 if TYPE_CHECKING:
@@ -102,6 +107,10 @@ class SyncResult:
     source_version: int | None
     partitions: int
     retries: int
+    #: How the diff was computed: "file_pairs" (Delta versions diffed per pair of
+    #: co-partitioned files, no shuffle) | "shuffle" (Spark join); None when no Spark
+    #: diff ran (mode "collect", or the target already holds the source's Delta version).
+    diff: str | None = None
 
 
 @dataclass(frozen=True)
@@ -376,7 +385,8 @@ def _num_partitions(df: DataFrame) -> int | None:
 
 
 def _diff(old: DataFrame, new: DataFrame, key: str) -> DataFrame:
-    """Full outer join of two ``(key, row_hash)`` sets -> ``(key, op)``; op N = unchanged.
+    """Full outer join of two ``(key, row_hash)`` sets -> ``(key, op, rows)``, one row per
+    key with ``rows`` 1; op N = unchanged.
 
     Unchanged rows keep a null key so the persisted diff costs almost nothing for them.
     """
@@ -395,6 +405,7 @@ def _diff(old: DataFrame, new: DataFrame, key: str) -> DataFrame:
     return joined.select(
         sf.when(op == "N", sf.lit(None)).otherwise(sf.coalesce("_k_new", "_k_old")).alias(key),
         op.alias("op"),
+        sf.lit(1).cast("long").alias("rows"),
     )
 
 
@@ -437,11 +448,88 @@ def _changes(
     return result
 
 
+def _file_pair_diff(
+    spark: SparkSession, source: DataFrame, key: str, uri: str, old_version: int, version: int
+) -> tuple[DataFrame | None, str]:
+    """The ``(key, op)`` diff of two Delta versions computed per pair of co-partitioned
+    files (:mod:`.pg_sync_diff`): one ``mapInArrow`` task per partition id, no shuffle.
+
+    Usable when both versions have local files all named by Spark with a partition id,
+    the same set of partition ids, and ``key`` and ``row_hash`` columns. Whether the
+    versions really are co-partitioned by ``key`` is checked afterwards by
+    :func:`_repeated_key`.
+
+    Args:
+        spark: the session.
+        source: the new version as a DataFrame (for the key's type).
+        key: the key column.
+        uri: the Delta table.
+        old_version: the version the target holds.
+        version: the version being synced (``source``).
+
+    Returns:
+        ``(diff, description)``: the diff and e.g. ``"8 file pairs"``, or None and why
+        the file pairs cannot be used.
+    """
+    from pyspark.sql import types as st
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    wanted = [(key, ""), (ROW_HASH, "")]
+    old_files = _local_files(uri, old_version, wanted)
+    new_files = _local_files(uri, version, wanted)
+    if old_files is None or new_files is None:
+        return None, "a version's files are not local or lack key/row_hash"
+    pairs, reason = pair_files(old_files, new_files)
+    if pairs is None:
+        return None, reason
+    key_field = source.schema[key]
+    try:
+        key_type = to_arrow_type(key_field.dataType)
+    except Exception as exc:  # a key type Arrow cannot carry
+        return None, f"key type {key_field.dataType.simpleString()}: {type(exc).__name__}"
+    schema = st.StructType(
+        [
+            st.StructField(key, key_field.dataType, True),
+            st.StructField("op", st.StringType(), False),
+            st.StructField("rows", st.LongType(), False),
+        ]
+    )
+    ids = spark.range(0, len(pairs), 1, numPartitions=len(pairs))
+    return ids.mapInArrow(pair_differ(pairs, key, key_type), schema), f"{len(pairs)} file pairs"
+
+
+def _repeated_key(diff: DataFrame, key: str) -> bool:
+    """True when a non-null key appears twice in ``diff`` (only changed rows are read):
+    a file-pair diff of versions not co-partitioned by ``key`` (a D in one pair, an I in
+    another)."""
+    from pyspark.sql import functions as sf
+
+    repeated = (
+        diff.filter(sf.col(key).isNotNull())
+        .groupBy(key)
+        .count()
+        .filter(sf.col("count") > 1)
+        .limit(1)
+        .collect()
+    )
+    return bool(repeated)
+
+
+def _changed_keys(diff: DataFrame, key: str) -> Any:
+    """The ``(key, op)`` rows of ``diff``'s changes as a pyarrow Table on the driver
+    (callers bound their number by :data:`FILE_APPLY_MAX_CHANGES`)."""
+    from pyspark.sql import functions as sf
+
+    return diff.filter(sf.col(key).isNotNull()).select(key, "op").toArrow()
+
+
 def _count_ops(diff: DataFrame) -> dict[str, int]:
-    """Counts per op from one aggregation (4 rows reach the driver)."""
+    """Rows per op (the sum of ``rows``) from one aggregation (4 rows reach the driver)."""
+    from pyspark.sql import functions as sf
+
     counts = {"I": 0, "U": 0, "D": 0, "N": 0}
-    for row in diff.groupBy("op").count().collect():
-        counts[row["op"]] = int(row["count"])
+    for row in diff.groupBy("op").agg(sf.sum("rows").alias("rows")).collect():
+        counts[row["op"]] = int(row["rows"])
     return counts
 
 
@@ -541,6 +629,7 @@ def _apply_changes(
     empty_target: bool,
     source_files: list[str] | None,
     parallelism: int,
+    changed: Any = None,
 ) -> tuple[int, int, int]:
     """Apply the changes of ``diff`` (counted in ``counts``) to PostgreSQL.
 
@@ -556,11 +645,11 @@ def _apply_changes(
         ``(partitions, non-empty partitions, retries)``.
     """
     import pyarrow as pa
-    from pyspark.sql import functions as sf
 
     n_changes = counts["I"] + counts["U"] + counts["D"]
     if not empty_target and source_files and n_changes <= FILE_APPLY_MAX_CHANGES:
-        changed = diff.filter(sf.col(key).isNotNull()).select(key, "op").toArrow()
+        if changed is None:
+            changed = _changed_keys(diff, key)
         ops = changed.column("op").to_pylist()
         keys = changed.column(key).combine_chunks().cast(pa.string())
         upserts = keys.filter([op != "D" for op in ops])
@@ -622,6 +711,7 @@ def sync_to_postgres(
     later sync can diff Delta versions instead of reading PostgreSQL. ``retries``: extra
     attempts per apply partition on transient errors.
     """
+    import pyarrow.compute as pc
     from pyspark import StorageLevel
 
     started = time.monotonic()
@@ -683,13 +773,50 @@ def sync_to_postgres(
                 uri,
             )
 
-        diff = _diff(old, source, key).persist(StorageLevel.MEMORY_AND_DISK)
+        same_version = mode == "incremental" and state.delta_version == version
+        diff, diff_kind = None, "shuffle"
+        if same_version:
+            diff_kind = None  # the diff is never computed
+        elif mode == "incremental":
+            diff, described = _file_pair_diff(spark, source, key, uri, state.delta_version, version)
+            if diff is not None:
+                diff_kind = "file_pairs"
+                log.info("sync %s.%s: diff: %s, no shuffle", SCHEMA, table, described)
+            else:
+                log.info("sync %s.%s: diff: shuffle join (%s)", SCHEMA, table, described)
+        else:
+            log.info("sync %s.%s: diff: shuffle join (full compare)", SCHEMA, table)
+        if diff is None:
+            diff = _diff(old, source, key)
+        diff = diff.persist(StorageLevel.MEMORY_AND_DISK)
+        changed, repeated = None, False
         try:
-            if mode == "incremental" and state.delta_version == version:
+            if same_version:
                 # Same snapshot as the last completed sync: nothing can have changed.
                 counts = {"I": 0, "U": 0, "D": 0, "N": source.count()}
             else:
                 counts = _count_ops(diff)
+                if diff_kind == "file_pairs" and counts["I"] + counts["U"] + counts["D"] <= (
+                    FILE_APPLY_MAX_CHANGES
+                ):
+                    # the keys the file-scan apply needs anyway: checked on the driver
+                    changed = _changed_keys(diff, key)
+                    repeated = pc.count_distinct(changed.column(key)).as_py() < changed.num_rows
+                elif diff_kind == "file_pairs":
+                    repeated = _repeated_key(diff, key)
+                if repeated:
+                    log.warning(
+                        "sync %s.%s: a key changed in two file pairs (the versions are not"
+                        " co-partitioned by %s): diff: shuffle join",
+                        SCHEMA,
+                        table,
+                        key,
+                    )
+                    diff.unpersist()
+                    diff_kind = "shuffle"
+                    diff = _diff(old, source, key).persist(StorageLevel.MEMORY_AND_DISK)
+                    counts = _count_ops(diff)
+                    changed = None
             n_changes = counts["I"] + counts["U"] + counts["D"]
             # PostgreSQL itself was read empty: COPY straight into the target.
             empty_target = mode == "full" and counts["U"] + counts["D"] + counts["N"] == 0
@@ -712,6 +839,7 @@ def sync_to_postgres(
                     empty_target=empty_target,
                     source_files=_local_files(uri, version, columns),
                     parallelism=parallelism,
+                    changed=changed,
                 )
             mark_done(conn, table, uri, version, mode, counts)
             log.info(
@@ -737,6 +865,7 @@ def sync_to_postgres(
         source_version=version,
         partitions=partitions,
         retries=retried,
+        diff=diff_kind,
     )
     log.info("sync %s.%s done: %s", SCHEMA, table, result)
     return result
