@@ -451,13 +451,15 @@ def _changes(
 def _file_pair_diff(
     spark: SparkSession, source: DataFrame, key: str, uri: str, old_version: int, version: int
 ) -> tuple[DataFrame | None, str]:
-    """The ``(key, op)`` diff of two Delta versions computed per pair of co-partitioned
-    files (:mod:`.pg_sync_diff`): one ``mapInArrow`` task per partition id, no shuffle.
+    """The ``(key, op, rows)`` diff of two Delta versions computed per pair of
+    co-partitioned files (:mod:`.pg_sync_diff`): one ``mapInArrow`` task per partition
+    id, no shuffle.
 
     Usable when both versions have local files all named by Spark with a partition id,
     the same set of partition ids, and ``key`` and ``row_hash`` columns. Whether the
-    versions really are co-partitioned by ``key`` is checked afterwards by
-    :func:`_repeated_key`.
+    versions really are co-partitioned by ``key`` is checked afterwards by the caller: no
+    changed key may appear twice (on the driver's copy of the changed keys, or with
+    :func:`_repeated_key` when there are too many to fetch).
 
     Args:
         spark: the session.

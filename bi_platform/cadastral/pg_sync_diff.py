@@ -92,7 +92,7 @@ def _read_hashes(files: list[str], key: str, key_type: Any):
 
 
 def diff_pair(old_files: list[str], new_files: list[str], key: str, key_type: Any = None):
-    """The ``(key, op)`` diff of one pair of file groups (pyarrow full outer join).
+    """The ``(key, op, rows)`` diff of one pair of file groups (pyarrow full outer join).
 
     Args:
         old_files: the old version's files of the pair (may be empty).
@@ -137,11 +137,12 @@ def diff_pair(old_files: list[str], new_files: list[str], key: str, key_type: An
         {key: pc.coalesce(k_new, k_old).cast(key_type), "op": op.cast(pa.string())}
     ).filter(pc.not_equal(op, "N"))
     changes = changes.append_column("rows", pa.repeat(pa.scalar(1, pa.int64()), changes.num_rows))
+    changes = changes.cast(schema)
     unchanged = joined.num_rows - changes.num_rows
     if not unchanged:
-        return changes.cast(schema)
+        return changes
     counted = pa.table([pa.nulls(1, key_type), ["N"], [unchanged]], schema=schema)
-    return pa.concat_tables([changes.cast(schema), counted])
+    return pa.concat_tables([changes, counted])
 
 
 def pair_differ(

@@ -524,14 +524,12 @@ class LocalPostgres:
         with self.lock:
             current = self.status()
             if current.running:
-                self.ensure_databases(current.port)
-                apply_build_settings(local_url(current.port, "postgres"))
+                self.ensure_ready(current.port)
                 return current, False
             if not self.initialized:
                 self._initdb()
             port = self._start()
-            self.ensure_databases(port)
-            apply_build_settings(local_url(port, "postgres"))
+            self.ensure_ready(port)
             started = self.status()
             if not started.running:
                 raise PostgresRuntimeError(f"PostgreSQL did not come up.{self._log_tail()}")
@@ -646,10 +644,13 @@ class LocalPostgres:
         assert last_error is not None
         raise last_error
 
-    def ensure_databases(self, port: int | None) -> None:
+    def ensure_ready(self, port: int | None) -> None:
+        """Create the missing databases and apply :data:`BUILD_DEPENDENT_SETTINGS` on the
+        server running on ``port``."""
         if port is None:
             raise PostgresRuntimeError("the cluster has no port: is it running?")
         create_databases(local_url(port, "postgres"), self.databases)
+        apply_build_settings(local_url(port, "postgres"))
 
 
 @contextlib.contextmanager
