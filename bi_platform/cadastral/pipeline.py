@@ -87,13 +87,9 @@ def run_pipeline(
     def stage(name: str, build) -> dict:
         started = time.perf_counter()
         with collector.measure(name) as metrics:
-            outputs, release = build()
-            try:
-                for table, df in outputs.items():
-                    run.commits[table] = write_delta(df, table_uri(delta_root, table))
-            finally:
-                for df in release:  # what only this stage's outputs shared
-                    df.unpersist()
+            outputs = build()
+            for table, df in outputs.items():
+                run.commits[table] = write_delta(df, table_uri(delta_root, table))
         run.metrics[name] = metrics
         run.seconds[name] = time.perf_counter() - started
         log.info("%s: %.2f s", name, run.seconds[name])
@@ -108,39 +104,32 @@ def run_pipeline(
 
     def stage_001():
         out = transforms.coletapedt001_outputs(source("pedt001"), lookups)
-        return {
-            "coletapedt001": keep(out.rows),
-            "coletapedt001_quarantine": out.quarantine,
-        }, [out.shared]
+        kept.append(out.shared)  # persisted: the persons are a filter over it
+        return {"coletapedt001": out.rows, "coletapedt001_quarantine": out.quarantine}
 
     try:
         p001 = stage("coletapedt001", stage_001)["coletapedt001"]
 
         def stage_002():
             rows, quarantine = transforms.coletapedt002(source("pedt002"), p001, lookups)
-            return {"coletapedt002": keep(rows), "coletapedt002_quarantine": quarantine}, []
+            return {"coletapedt002": keep(rows), "coletapedt002_quarantine": quarantine}
 
         p002 = stage("coletapedt002", stage_002)["coletapedt002"]
         p003 = stage(
             "coletapedt003",
-            lambda: ({"coletapedt003": keep(transforms.coletapedt003(source("pedt003")))}, []),
+            lambda: {"coletapedt003": keep(transforms.coletapedt003(source("pedt003")))},
         )["coletapedt003"]
         p205 = stage(
             "coletapedt205",
-            lambda: (
-                {
-                    "coletapedt205": keep(
-                        transforms.coletapedt205(source("pedt205"), max_asset_types)
-                    )
-                },
-                [],
-            ),
+            lambda: {
+                "coletapedt205": keep(transforms.coletapedt205(source("pedt205"), max_asset_types))
+            },
         )["coletapedt205"]
         # The four outputs are still persisted and hash-partitioned alike by chave_pessoa:
         # the consolidated table joins them in place instead of reading them back.
         stage(
             "cadastro_consolidado",
-            lambda: ({"cadastro_consolidado": consolidated_with_hash(p001, p002, p003, p205)}, []),
+            lambda: {"cadastro_consolidado": consolidated_with_hash(p001, p002, p003, p205)},
         )
     finally:
         for df in kept:

@@ -102,6 +102,10 @@ def sql_settings(spark_version: str, total_cores: int) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.parquet.compression.codec": "snappy",
+        # Stage outputs stay cached only for the stages after them in the same run:
+        # uncompressed, they cost ~10% less pipeline time than compressed (measured at
+        # 1M persons) for a few hundred MB more of memory.
+        "spark.sql.inMemoryColumnarStorage.compressed": "false",
     }
     if profile.family in {"3.5", "4.x"}:
         settings["spark.sql.adaptive.forceOptimizeSkewedJoin"] = str(

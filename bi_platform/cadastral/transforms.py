@@ -137,7 +137,7 @@ def key_partitions(df: DataFrame) -> int:
     return int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
 
 
-def _keyed(df: DataFrame, *columns: str) -> DataFrame:
+def _keyed(df: DataFrame, *columns: str | Column) -> DataFrame:
     """Rows with a well-formed penumper, hashed once into ``chave_pessoa`` and
     hash-partitioned by it into :func:`key_partitions` partitions (the stage's only
     shuffle)."""
@@ -155,13 +155,17 @@ def _trimmed_or_null(column: str) -> Column:
 
 @dataclass(frozen=True)
 class Coletapedt001:
-    """The outputs of ``coletapedt001`` and ``shared``, the persisted per-person
-    aggregate both derive from (release it with ``shared.unpersist()`` once both are
-    written; nothing else is persisted)."""
+    """The outputs of ``coletapedt001`` and ``shared``, the persisted per-person table
+    both derive from (release it with ``shared.unpersist()`` once both are written;
+    nothing else is persisted). ``rows`` is ``shared`` without its conflicting persons:
+    a filter over the cache, hash-partitioned by ``chave_pessoa`` like it."""
 
     rows: DataFrame
     quarantine: DataFrame
     shared: DataFrame
+
+
+_UNIQUE = "_unico"
 
 
 def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001:
@@ -171,7 +175,8 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
     row (``min``/``max`` of the struct of every column). Equal means every row of the
     person is the same row (exact duplicates collapse); different means a conflicting
     duplicate, quarantined once per distinct row. No duplicate removal over the million
-    rows and no window.
+    rows and no window. Every person is decoded once into the persisted ``shared``
+    table (flat output columns plus a uniqueness flag), which both outputs read.
     """
     malformed = (
         pedt001.where(~_valid_penumper())
@@ -179,32 +184,18 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
         .select(*_quarantine("pedt001", F.lit(None), "penumper", F.lit(None), REASON_MALFORMED))
     )
     record = F.struct(*PEDT001_FIELDS, DATE)
-    per_person = (
+    decoded = (
         _keyed(pedt001, *PEDT001_FIELDS, DATE)
         .groupBy(KEY)
         .agg(F.min(record).alias("_lo"), F.max(record).alias("_hi"))
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
-    # One quarantine row per distinct row of a conflicting person (they are few): their
-    # keys, broadcast, pick those rows out of the source again.
-    conflicting = per_person.where(F.col("_lo") != F.col("_hi")).select(KEY)
-    conflicts = (
-        pedt001.where(_valid_penumper())
-        .select(_chave().alias(KEY), *PEDT001_FIELDS, DATE)
-        .join(F.broadcast(conflicting), KEY, "left_semi")
-        .dropDuplicates()
-        .select(*_quarantine("pedt001", F.col(KEY), "penumper", F.lit(None), REASON_CONFLICT))
-    )
-    decoded = (
-        per_person.where(F.col("_lo") == F.col("_hi"))
-        .select(KEY, "_lo.*")
+        .select(KEY, (F.col("_lo") == F.col("_hi")).alias(_UNIQUE), "_lo.*")
         .join(F.broadcast(lookups.person_types), "petipper", "left")
         .join(F.broadcast(lookups.civil_status), "peestciv", "left")
         .join(F.broadcast(lookups.sexes), "pesexper", "left")
         .join(F.broadcast(lookups.occupations), "petipocu", "left")
     )
     segment = F.upper(F.trim(F.col("pesegmen")))
-    rows = decoded.select(
+    shared = decoded.select(
         KEY,
         "tipo_pessoa",
         F.concat_ws(
@@ -219,8 +210,20 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
         F.trim(F.col("penacper")).alias("cod_uf_nascimento"),
         F.col("peusualt").alias("usuario_alteracao"),
         DATE,
+        _UNIQUE,
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    # One quarantine row per distinct row of a conflicting person (they are few): their
+    # keys, broadcast, pick those rows out of the source again.
+    conflicting = shared.where(~F.col(_UNIQUE)).select(KEY)
+    conflicts = (
+        pedt001.where(_valid_penumper())
+        .select(_chave().alias(KEY), *PEDT001_FIELDS, DATE)
+        .join(F.broadcast(conflicting), KEY, "left_semi")
+        .dropDuplicates()
+        .select(*_quarantine("pedt001", F.col(KEY), "penumper", F.lit(None), REASON_CONFLICT))
     )
-    return Coletapedt001(rows, malformed.unionByName(conflicts), per_person)
+    rows = shared.where(F.col(_UNIQUE)).drop(_UNIQUE)
+    return Coletapedt001(rows, malformed.unionByName(conflicts), shared)
 
 
 def coletapedt001(pedt001: DataFrame, lookups: Lookups) -> tuple[DataFrame, DataFrame]:
@@ -270,23 +273,27 @@ def coletapedt002(
 _ADDRESS = ("pelograd", "pecidade", "peuf", "pecep")
 
 
-def _latest(contact_type: str, *payload: Column) -> Column:
-    """Greatest ``(pedatalt, pesequen)`` contact of one type (undated ones never win)."""
+def _candidate(contact_type: str, *payload: Column) -> Column:
+    """A contact row as a candidate for the latest contact of one type: the struct
+    ``(pedatalt, pesequen, *payload)`` when the row is of that type and dated (undated
+    ones never win), else null. Built before the shuffle, so each row carries only the
+    payload of its own type."""
     wanted = (F.col("petipcon") == contact_type) & F.col("pedatalt").isNotNull()
-    return F.max(F.when(wanted, F.struct("pedatalt", "pesequen", *payload))).alias(contact_type)
+    return F.when(wanted, F.struct("pedatalt", "pesequen", *payload)).alias(contact_type)
 
 
 def coletapedt003(pedt003: DataFrame) -> DataFrame:
-    """Latest e-mail, residential and commercial address of every person with contacts."""
-    latest = (
-        _keyed(pedt003, "petipcon", "pesequen", "pedatalt", "peemail", *_ADDRESS, DATE)
-        .groupBy(KEY)
-        .agg(
-            _latest("E", F.lower(F.trim(F.col("peemail"))).alias("email")),
-            _latest("R", *_ADDRESS),
-            _latest("C", *_ADDRESS),
-            F.max(DATE).alias(DATE),
-        )
+    """Latest e-mail, residential and commercial address of every person with contacts:
+    the greatest ``(pedatalt, pesequen)`` candidate of each type, one ``max`` each."""
+    candidates = _keyed(
+        pedt003,
+        _candidate("E", F.lower(F.trim(F.col("peemail"))).alias("email")),
+        _candidate("R", *_ADDRESS),
+        _candidate("C", *_ADDRESS),
+        DATE,
+    )
+    latest = candidates.groupBy(KEY).agg(
+        *(F.max(code).alias(code) for code in ("E", "R", "C")), F.max(DATE).alias(DATE)
     )
     return latest.select(
         KEY,
