@@ -25,6 +25,8 @@ from bi_platform.runtime.clusters import POSTGRES_JDBC_JAR
 DEFAULT_JDBC_JAR = POSTGRES_JDBC_JAR
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)")
+#: Generated classes a session keeps (``spark.sql.codegen.cache.maxEntries``, static).
+CODEGEN_CACHE_ENTRIES = 1000
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,10 @@ def static_settings(
         # Delta by the driver, and only the committed ones are ever read.
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.hadoop.parquet.enable.summary-metadata": "false",
+        # One pipeline run generates ~90 whole-stage classes: with the default cache of
+        # 100, a session's next run finds them evicted and compiles and JIT-warms them
+        # all again (measured at 1M persons: the consolidated stage 12 s instead of 7 s).
+        "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
     }
     if profile.memory_fraction is not None:
         settings["spark.memory.fraction"] = str(profile.memory_fraction)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from bi_platform.cadastral.spark_config import (
+    CODEGEN_CACHE_ENTRIES,
     broadcast_threshold_mb,
     default_parallelism,
     shuffle_partitions,
@@ -63,3 +64,6 @@ def test_session_runs_with_the_module_settings(spark) -> None:
     assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
     assert spark.conf.get("spark.sql.shuffle.partitions") == "6"
     assert spark.sparkContext.getConf().get("spark.serializer").endswith("KryoSerializer")
+    # static: a session's later runs reuse the generated classes of its earlier ones
+    assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == str(CODEGEN_CACHE_ENTRIES)
+    assert spark.conf.get("spark.sql.inMemoryColumnarStorage.compressed") == "false"
