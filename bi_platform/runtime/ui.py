@@ -8,6 +8,10 @@ receives to its children, so under ``make ui`` dagster dev was signalled twice. 
 dev runs in a session of its own, and this supervisor forwards the first SIGINT/SIGTERM it
 receives as exactly one SIGINT; further signals are absorbed. If dagster dev has not exited
 ``grace_s`` seconds after the request, its whole process group is killed.
+
+Once a stop was requested, dagster dev exiting by itself within the grace period is a
+clean stop whatever its status: an interrupt that lands while it is still starting up
+escapes its shutdown handler and click reports it as "Aborted!" with status 1.
 """
 
 from __future__ import annotations
@@ -52,9 +56,11 @@ def run_supervised(argv: Sequence[str], *, grace_s: float = DEFAULT_GRACE_S) -> 
         grace_s: Seconds between the forwarded SIGINT and a SIGKILL of its process group.
 
     Returns:
-        The command's exit status (0 when it stopped on request).
+        The command's exit status; 0 when it exited by itself after a stop request,
+        -9 when it had to be killed.
     """
     stop_requested_at: list[float] = []
+    killed = False
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         if not stop_requested_at:
@@ -80,10 +86,13 @@ def run_supervised(argv: Sequence[str], *, grace_s: float = DEFAULT_GRACE_S) -> 
             except subprocess.TimeoutExpired:
                 if stop_requested_at and time.monotonic() - stop_requested_at[0] > grace_s:
                     logger.warning("dagster dev still running %.0f s after stop: killing", grace_s)
+                    killed = True
                     _signal_group(process.pid, signal.SIGKILL)
         # what dagster dev leaves behind (a code server it lost track of) goes with it
         _signal_group(process.pid, signal.SIGKILL)
-        if stop_requested_at and return_code in (-signal.SIGINT, 128 + signal.SIGINT):
+        if stop_requested_at and not killed:
+            if return_code not in (0, -signal.SIGINT, 128 + signal.SIGINT):
+                logger.info("dagster dev stopped on request (exit status %s)", return_code)
             return 0
         return return_code
     finally:
