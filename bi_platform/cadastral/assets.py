@@ -209,7 +209,7 @@ def coletapedt001(context: dg.AssetExecutionContext, spark: CadastralSparkResour
         yield dg.Output(outputs.rows, output_name="coletapedt001", metadata=meta)
     if "coletapedt001_quarantine" in selected:
         yield dg.Output(outputs.quarantine, output_name="coletapedt001_quarantine", metadata=meta)
-    outputs.shared.unpersist()  # the per-person aggregate both outputs derive from
+    outputs.shared.unpersist()  # the persisted per-person table both outputs derive from
     yield from _table_checks(context, spark, P001)
 
 

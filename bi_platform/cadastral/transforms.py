@@ -227,7 +227,7 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
 
 
 def coletapedt001(pedt001: DataFrame, lookups: Lookups) -> tuple[DataFrame, DataFrame]:
-    """``(rows, quarantine)`` of :func:`coletapedt001_outputs`; the per-person aggregate
+    """``(rows, quarantine)`` of :func:`coletapedt001_outputs`; the per-person table
     they share stays persisted (callers release it with ``spark.catalog.clearCache()``
     once both are written)."""
     outputs = coletapedt001_outputs(pedt001, lookups)
