@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import Column
 from pyspark.sql import functions as F  # noqa: N812
@@ -89,12 +90,17 @@ class Lookups:
 
 
 def _code_table(spark: SparkSession, code: str, names: list[str], rows: list[tuple]) -> DataFrame:
-    schema = T.StructType([T.StructField(c, T.StringType(), False) for c in [code, *names]])
-    return spark.createDataFrame(rows, schema)
+    """A code table built from an Arrow table: a local relation, which Spark broadcasts
+    from the driver without a job (a list of tuples becomes an RDD, and each broadcast of
+    it a Spark job)."""
+    columns = [code, *names]
+    schema = T.StructType([T.StructField(c, T.StringType(), False) for c in columns])
+    table = pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)})
+    return spark.createDataFrame(table, schema)
 
 
 def lookup_tables(spark: SparkSession) -> Lookups:
-    """The reference code tables as tiny local DataFrames (broadcast at join time)."""
+    """The reference code tables as tiny local relations (broadcast at join time)."""
     return Lookups(
         person_types=_code_table(spark, "petipper", ["tipo_pessoa"], list(PERSON_TYPES.items())),
         civil_status=_code_table(spark, "peestciv", ["estado_civil"], list(CIVIL_STATUS.items())),
@@ -118,14 +124,14 @@ def _chave(column: str = "penumper") -> Column:
 
 
 def _quarantine(
-    source_table: str, chave: Column, field: str, value: Column, reason: str
+    source_table: str, chave: Column, field: str, value: Column, reason: str | Column
 ) -> list[Column]:
     return [
         F.lit(source_table).alias("source_table"),
         chave.cast("string").alias("chave_pessoa"),
         F.lit(field).alias("field"),
         value.cast("string").alias("value"),
-        F.lit(reason).alias("reason"),
+        (F.lit(reason) if isinstance(reason, str) else reason).alias("reason"),
         F.col(DATE).cast("date").alias(DATE),
     ]
 
@@ -178,11 +184,6 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
     rows and no window. Every person is decoded once into the persisted ``shared``
     table (flat output columns plus a uniqueness flag), which both outputs read.
     """
-    malformed = (
-        pedt001.where(~_valid_penumper())
-        .dropDuplicates()
-        .select(*_quarantine("pedt001", F.lit(None), "penumper", F.lit(None), REASON_MALFORMED))
-    )
     record = F.struct(*PEDT001_FIELDS, DATE)
     decoded = (
         _keyed(pedt001, *PEDT001_FIELDS, DATE)
@@ -212,18 +213,37 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
         DATE,
         _UNIQUE,
     ).persist(StorageLevel.MEMORY_AND_DISK)
-    # One quarantine row per distinct row of a conflicting person (they are few): their
-    # keys, broadcast, pick those rows out of the source again.
-    conflicting = shared.where(~F.col(_UNIQUE)).select(KEY)
-    conflicts = (
-        pedt001.where(_valid_penumper())
-        .select(_chave().alias(KEY), *PEDT001_FIELDS, DATE)
-        .join(F.broadcast(conflicting), KEY, "left_semi")
-        .dropDuplicates()
-        .select(*_quarantine("pedt001", F.col(KEY), "penumper", F.lit(None), REASON_CONFLICT))
+    # The quarantine, in one more pass over the source: every malformed row and every row
+    # of a conflicting person (their keys are few: broadcast), once per distinct row.
+    valid = _valid_penumper()
+    conflicting = shared.where(~F.col(_UNIQUE)).select(KEY, F.lit(True).alias("_conflito"))
+    # a conflicting person's rows are distinct by the columns the transform reads; a
+    # malformed row by all of its columns
+    extra = [c for c in pedt001.columns if c not in ("penumper", *PEDT001_FIELDS, DATE)]
+    quarantine = (
+        pedt001.select(
+            valid.alias("_valido"),
+            F.when(valid, _chave()).alias(KEY),
+            "penumper",
+            *PEDT001_FIELDS,
+            DATE,
+            *(F.when(~valid, F.col(c)).alias(c) for c in extra),
+        )
+        .join(F.broadcast(conflicting), KEY, "left")
+        .where(~F.col("_valido") | F.col("_conflito").isNotNull())
+        .dropDuplicates(["penumper", *PEDT001_FIELDS, DATE, *extra])
+        .select(
+            *_quarantine(
+                "pedt001",
+                F.col(KEY),
+                "penumper",
+                F.lit(None),
+                F.when(F.col("_valido"), REASON_CONFLICT).otherwise(REASON_MALFORMED),
+            )
+        )
     )
     rows = shared.where(F.col(_UNIQUE)).drop(_UNIQUE)
-    return Coletapedt001(rows, malformed.unionByName(conflicts), shared)
+    return Coletapedt001(rows, quarantine, shared)
 
 
 def coletapedt001(pedt001: DataFrame, lookups: Lookups) -> tuple[DataFrame, DataFrame]:
