@@ -94,8 +94,15 @@ def delta_restore(settings: Settings, table: str, version: int) -> None:
     show_default=True,
     help="Comma-separated multiples of --persons whose pipeline rate is measured too (1,3).",
 )
+@click.option(
+    "--pipeline-runs",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Warm pipeline runs on D1 (the median is reported).",
+)
 def bench_cadastral(
-    persons: int, database_url: str | None, workdir: str | None, scale: str
+    persons: int, database_url: str | None, workdir: str | None, scale: str, pipeline_runs: int
 ) -> None:
     """Spark pipeline throughput; hash-compare sync vs the collect() CompareData baseline."""
     from pathlib import Path
@@ -115,6 +122,7 @@ def bench_cadastral(
         stages, summary = cadastral_bench.run(
             persons,
             scales=scales,
+            pipeline_runs=pipeline_runs,
             database_url=database_url,
             workdir=Path(workdir) if workdir else None,
             progress=lambda message: console.print(f"  {message}"),

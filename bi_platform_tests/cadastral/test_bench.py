@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from bi_platform.cadastral.bench import SCRATCH_PREFIX
 from bi_platform.runtime.postgres import LocalPostgres, local_url
@@ -72,6 +73,13 @@ def test_bench_cadastral_prints_the_json_line(tmp_path: Path, pg_cluster: LocalP
         "full": 3,
         "collect": 3,
     }
+    # three warm pipeline runs; the rate is the median one's
+    runs = report["pipeline_runs_s"]
+    assert len(runs) == 3 and report["pipeline_s"] == sorted(runs)[1]
+    per_core = report["rows"] / report["cores"]
+    assert report["rows_per_s_per_core"] == pytest.approx(per_core / sorted(runs)[1], rel=1e-3)
+    first_warm = report["rows_per_s_per_core_first_warm_run"]
+    assert first_warm == pytest.approx(per_core / runs[0], rel=1e-3)
     # per-scale rates and peak memory
     assert set(report["scale_rows_per_s_per_core"]) == {"1", "2"}
     assert all(v > 0 for v in report["scale_rows_per_s_per_core"].values())
