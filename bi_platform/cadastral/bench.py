@@ -38,7 +38,8 @@ session) and reports each scale's per-core rate, their ratio and the driver's pe
 
 The driver's peak RSS is sampled (this Python process plus the local JVM) from the first
 pipeline through the syncs (``driver_peak_rss_mb``), apart during the baseline, and per
-scale during that scale's pipeline run.
+scale during that scale's pipeline run (``scale_driver_peak_rss_mb``; without the
+file-backed pages, ``scale_driver_peak_anon_mb``).
 """
 
 from __future__ import annotations
@@ -79,11 +80,18 @@ OPTIONAL_TARGETS = {
 
 
 class PeakRss:
-    """Samples the RSS of this process and its children (the local JVM) every 50 ms."""
+    """Samples the RSS of this process and its children (the local JVM) every 50 ms.
+
+    ``peak_mb`` is the resident set; ``peak_anon_mb`` leaves out its file-backed pages
+    (RSS minus psutil's ``shared``: mapped files such as the shuffle and spilled cache
+    blocks Spark reads through mmap, which the kernel can drop at any time), the memory
+    the processes themselves hold.
+    """
 
     def __init__(self) -> None:
         self._proc = psutil.Process()
         self.peak_mb = 0.0
+        self.peak_anon_mb = 0.0
         self.peak_python_mb = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,12 +99,14 @@ class PeakRss:
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
             try:
-                python = self._proc.memory_info().rss
-                children = sum(c.memory_info().rss for c in self._proc.children(recursive=True))
+                own = self._proc.memory_info()
+                every = [own, *(c.memory_info() for c in self._proc.children(recursive=True))]
             except psutil.Error:
                 continue
-            self.peak_python_mb = max(self.peak_python_mb, python / 2**20)
-            self.peak_mb = max(self.peak_mb, (python + children) / 2**20)
+            self.peak_python_mb = max(self.peak_python_mb, own.rss / 2**20)
+            self.peak_mb = max(self.peak_mb, sum(m.rss for m in every) / 2**20)
+            anon = sum(m.rss - getattr(m, "shared", 0) for m in every)
+            self.peak_anon_mb = max(self.peak_anon_mb, anon / 2**20)
 
     def __enter__(self) -> PeakRss:
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -197,6 +207,7 @@ def run(
     runs: dict[str, list[float]] = {"incremental": [], "full": [], "collect": []}
     scale_rates: dict[str, float] = {}
     scale_rss: dict[str, float] = {}
+    scale_anon: dict[str, float] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench_cadastral_", dir=workdir) as tmp,
         scratch_database(admin, SCRATCH_PREFIX) as url,
@@ -344,6 +355,7 @@ def run(
                         d1_persons / stages["pipeline"]["seconds"] / cores, 1
                     )
                     scale_rss[_scale_label(scale)] = round(pipeline_rss.peak_mb, 1)
+                    scale_anon[_scale_label(scale)] = round(pipeline_rss.peak_anon_mb, 1)
                     continue
                 scaled = round(persons * scale)
                 scale_raw = Path(tmp) / f"raw_x{_scale_label(scale)}"
@@ -356,6 +368,7 @@ def run(
                 seconds = stages[f"pipeline_x{_scale_label(scale)}"]["seconds"]
                 scale_rates[_scale_label(scale)] = round(scaled / seconds / cores, 1)
                 scale_rss[_scale_label(scale)] = round(rss.peak_mb, 1)
+                scale_anon[_scale_label(scale)] = round(rss.peak_anon_mb, 1)
                 shutil.rmtree(scale_raw, ignore_errors=True)
                 shutil.rmtree(scale_delta, ignore_errors=True)
         finally:
@@ -404,6 +417,7 @@ def run(
         "diff_after_sync": sum(diffs.values()),
         "scale_rows_per_s_per_core": scale_rates,
         "scale_driver_peak_rss_mb": scale_rss,
+        "scale_driver_peak_anon_mb": scale_anon,
         "driver_peak_rss_mb": round(max(optimized_rss.peak_mb, sync_rss_mb), 1),
         "driver_python_peak_rss_mb": round(optimized_rss.peak_python_mb, 1),
         "baseline_driver_peak_rss_mb": round(baseline_rss_mb, 1),

@@ -84,6 +84,8 @@ def test_bench_cadastral_prints_the_json_line(tmp_path: Path, pg_cluster: LocalP
     assert set(report["scale_rows_per_s_per_core"]) == {"1", "2"}
     assert all(v > 0 for v in report["scale_rows_per_s_per_core"].values())
     assert set(report["scale_driver_peak_rss_mb"]) == {"1", "2"}
+    anon, rss = report["scale_driver_peak_anon_mb"], report["scale_driver_peak_rss_mb"]
+    assert set(anon) == {"1", "2"} and all(0 < anon[k] <= rss[k] for k in anon)
     # Spark's own stage metrics of the warm pipeline, per stage
     metrics = report["pipeline_stage_metrics"]
     assert set(metrics) == {
