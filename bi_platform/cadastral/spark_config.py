@@ -146,10 +146,6 @@ def static_settings(
         settings["spark.memory.fraction"] = str(profile.memory_fraction)
     if master:
         settings["spark.master"] = master
-        if master.startswith("local"):
-            # Shuffle blocks never leave this machine: compressing them (lz4) only costs
-            # CPU (at 1M persons, ~0.5 GB shuffled per run: ~1.5 s of 30 on 2 cores).
-            settings["spark.shuffle.compress"] = "false"
     if jdbc_jar is not None and jdbc_jar.exists():
         settings["spark.jars"] = str(jdbc_jar)
     if driver_memory:

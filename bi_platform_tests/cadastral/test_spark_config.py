@@ -53,17 +53,6 @@ def test_adaptive_execution_and_serializer() -> None:
     assert "spark.jars" not in conf
 
 
-@pytest.mark.parametrize(
-    ("master", "compressed"),
-    [("local[2]", "false"), ("local[*]", "false"), ("spark://host:7077", None), (None, None)],
-)
-def test_shuffle_uncompressed_only_where_it_never_leaves_the_machine(
-    master: str | None, compressed: str | None
-) -> None:
-    conf = static_settings("4.3.0", 2, master=master, jdbc_jar=None)
-    assert conf.get("spark.shuffle.compress") == compressed
-
-
 def test_jdbc_jar_added_only_when_present(tmp_path: Path) -> None:
     jar = tmp_path / "postgresql.jar"
     assert "spark.jars" not in static_settings("4.3.0", 2, jdbc_jar=jar)
@@ -78,4 +67,3 @@ def test_session_runs_with_the_module_settings(spark) -> None:
     # static: a session's later runs reuse the generated classes of its earlier ones
     assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == str(CODEGEN_CACHE_ENTRIES)
     assert spark.conf.get("spark.sql.inMemoryColumnarStorage.compressed") == "false"
-    assert spark.sparkContext.getConf().get("spark.shuffle.compress") == "false"
