@@ -36,7 +36,8 @@ directory and a scratch database (``bench_cadastral_<random>``, dropped at the e
 ``--scale 1,3`` also runs the pipeline on 3x ``persons`` (its own generated snapshot, same
 session) and reports each scale's per-core rate, their ratio and the driver's peak RSS.
 
-The driver's peak RSS is sampled (this Python process plus the local JVM) from the first
+The driver's peak RSS is sampled (this Python process plus the local JVM, without
+PySpark's Python workers: ``scale_python_workers_peak_rss_mb``) from the first
 pipeline through the syncs (``driver_peak_rss_mb``), apart during the baseline, and per
 scale during that scale's pipeline run (``scale_driver_peak_rss_mb``; without the
 file-backed pages, ``scale_driver_peak_anon_mb``).
@@ -79,13 +80,20 @@ OPTIONAL_TARGETS = {
 }
 
 
+#: In the command line of PySpark's Python workers (``python -m pyspark.daemon``).
+PYTHON_WORKER = "pyspark.daemon"
+
+
 class PeakRss:
-    """Samples the RSS of this process and its children (the local JVM) every 50 ms.
+    """Samples the driver's RSS every 50 ms: this process and its children (the local JVM).
 
     ``peak_mb`` is the resident set; ``peak_anon_mb`` leaves out its file-backed pages
     (RSS minus psutil's ``shared``: mapped files such as the shuffle and spilled cache
     blocks Spark reads through mmap, which the kernel can drop at any time), the memory
-    the processes themselves hold.
+    the processes themselves hold. PySpark's Python workers, children of the local JVM,
+    run the executors' Python and stay alive between jobs with what their last task left
+    allocated (the sync's pyarrow tables): they are not the driver, and are sampled apart
+    (``peak_workers_mb``).
     """
 
     def __init__(self) -> None:
@@ -93,20 +101,30 @@ class PeakRss:
         self.peak_mb = 0.0
         self.peak_anon_mb = 0.0
         self.peak_python_mb = 0.0
+        self.peak_workers_mb = 0.0
+        self._workers: dict[psutil.Process, bool] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _is_worker(self, process: psutil.Process) -> bool:
+        if process not in self._workers:
+            self._workers[process] = PYTHON_WORKER in " ".join(process.cmdline())
+        return self._workers[process]
 
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
             try:
                 own = self._proc.memory_info()
-                every = [own, *(c.memory_info() for c in self._proc.children(recursive=True))]
+                driver, workers = [own], []
+                for child in self._proc.children(recursive=True):
+                    (workers if self._is_worker(child) else driver).append(child.memory_info())
             except psutil.Error:
                 continue
             self.peak_python_mb = max(self.peak_python_mb, own.rss / 2**20)
-            self.peak_mb = max(self.peak_mb, sum(m.rss for m in every) / 2**20)
-            anon = sum(m.rss - getattr(m, "shared", 0) for m in every)
+            self.peak_mb = max(self.peak_mb, sum(m.rss for m in driver) / 2**20)
+            anon = sum(m.rss - getattr(m, "shared", 0) for m in driver)
             self.peak_anon_mb = max(self.peak_anon_mb, anon / 2**20)
+            self.peak_workers_mb = max(self.peak_workers_mb, sum(m.rss for m in workers) / 2**20)
 
     def __enter__(self) -> PeakRss:
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -208,6 +226,7 @@ def run(
     scale_rates: dict[str, float] = {}
     scale_rss: dict[str, float] = {}
     scale_anon: dict[str, float] = {}
+    scale_workers: dict[str, float] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench_cadastral_", dir=workdir) as tmp,
         scratch_database(admin, SCRATCH_PREFIX) as url,
@@ -356,6 +375,7 @@ def run(
                     )
                     scale_rss[_scale_label(scale)] = round(pipeline_rss.peak_mb, 1)
                     scale_anon[_scale_label(scale)] = round(pipeline_rss.peak_anon_mb, 1)
+                    scale_workers[_scale_label(scale)] = round(pipeline_rss.peak_workers_mb, 1)
                     continue
                 scaled = round(persons * scale)
                 scale_raw = Path(tmp) / f"raw_x{_scale_label(scale)}"
@@ -369,6 +389,7 @@ def run(
                 scale_rates[_scale_label(scale)] = round(scaled / seconds / cores, 1)
                 scale_rss[_scale_label(scale)] = round(rss.peak_mb, 1)
                 scale_anon[_scale_label(scale)] = round(rss.peak_anon_mb, 1)
+                scale_workers[_scale_label(scale)] = round(rss.peak_workers_mb, 1)
                 shutil.rmtree(scale_raw, ignore_errors=True)
                 shutil.rmtree(scale_delta, ignore_errors=True)
         finally:
@@ -418,6 +439,7 @@ def run(
         "scale_rows_per_s_per_core": scale_rates,
         "scale_driver_peak_rss_mb": scale_rss,
         "scale_driver_peak_anon_mb": scale_anon,
+        "scale_python_workers_peak_rss_mb": scale_workers,
         "driver_peak_rss_mb": round(max(optimized_rss.peak_mb, sync_rss_mb), 1),
         "driver_python_peak_rss_mb": round(optimized_rss.peak_python_mb, 1),
         "baseline_driver_peak_rss_mb": round(baseline_rss_mb, 1),

@@ -86,6 +86,7 @@ def test_bench_cadastral_prints_the_json_line(tmp_path: Path, pg_cluster: LocalP
     assert set(report["scale_driver_peak_rss_mb"]) == {"1", "2"}
     anon, rss = report["scale_driver_peak_anon_mb"], report["scale_driver_peak_rss_mb"]
     assert set(anon) == {"1", "2"} and all(0 < anon[k] <= rss[k] for k in anon)
+    assert set(report["scale_python_workers_peak_rss_mb"]) == {"1", "2"}
     # Spark's own stage metrics of the warm pipeline, per stage
     metrics = report["pipeline_stage_metrics"]
     assert set(metrics) == {
@@ -105,3 +106,31 @@ def test_bench_cadastral_prints_the_json_line(tmp_path: Path, pg_cluster: LocalP
             "SELECT datname FROM pg_database WHERE datname LIKE %s", (SCRATCH_PREFIX + "%",)
         ).fetchall()
     assert leftovers == []
+
+
+def test_peak_rss_counts_pyspark_python_workers_apart_from_the_driver() -> None:
+    """A child process whose command line is a PySpark worker's holds 200 MB: it shows in
+    ``peak_workers_mb``, not in the driver's figures."""
+    import sys
+    import time
+
+    from bi_platform.cadastral.bench import PYTHON_WORKER, PeakRss
+
+    with PeakRss() as before:
+        time.sleep(0.3)
+    hold = (
+        "import sys, time; x = b'\\x01' * (200 * 2**20); print('ready', flush=True); time.sleep(30)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", hold, PYTHON_WORKER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        with PeakRss() as rss:
+            time.sleep(0.5)
+    finally:
+        child.kill()
+        child.wait()
+    assert rss.peak_workers_mb >= 200
+    assert rss.peak_mb < before.peak_mb + 100  # the driver's figure leaves it out
+    assert 0 < rss.peak_anon_mb <= rss.peak_mb
