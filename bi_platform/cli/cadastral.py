@@ -99,7 +99,7 @@ def delta_restore(settings: Settings, table: str, version: int) -> None:
     type=click.IntRange(min=1),
     default=3,
     show_default=True,
-    help="Warm pipeline runs on D1 (the median is reported).",
+    help="Warm pipeline runs on D1 (the median is reported; the lower middle one if even).",
 )
 def bench_cadastral(
     persons: int, database_url: str | None, workdir: str | None, scale: str, pipeline_runs: int
