@@ -224,9 +224,7 @@ def run(
     cores = total_cores(settings)
     runs: dict[str, list[float]] = {"incremental": [], "full": [], "collect": []}
     scale_rates: dict[str, float] = {}
-    scale_rss: dict[str, float] = {}
-    scale_anon: dict[str, float] = {}
-    scale_workers: dict[str, float] = {}
+    scale_memory: dict[str, PeakRss] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench_cadastral_", dir=workdir) as tmp,
         scratch_database(admin, SCRATCH_PREFIX) as url,
@@ -270,10 +268,15 @@ def run(
                     _copy_table(url, "cad_a", copy)
                 progress("pipeline on D1 (warm)")
                 d1_persons = persons + change.inserted - change.deleted
-                with PeakRss() as pipeline_rss:
+
+                def warm_run() -> tuple[float, Any]:
                     started = time.perf_counter()
-                    second = run_pipeline(spark, raw_root, delta_root, load_date=D1)
-                    warm_runs = [(time.perf_counter() - started, second)]
+                    result = run_pipeline(spark, raw_root, delta_root, load_date=D1)
+                    return time.perf_counter() - started, result
+
+                with PeakRss() as pipeline_rss:
+                    warm_runs = [warm_run()]
+                second = warm_runs[0][1]
                 v1 = second.commits["cadastro_consolidado"].version
                 rows = second.commits["cadastro_consolidado"].rows
 
@@ -354,9 +357,7 @@ def run(
             stage["differences"] = diffs
             for run_no in range(2, max(1, pipeline_runs) + 1):
                 progress(f"pipeline on D1 (warm, run {run_no} of {pipeline_runs})")
-                started = time.perf_counter()
-                again = run_pipeline(spark, raw_root, delta_root, load_date=D1)
-                warm_runs.append((time.perf_counter() - started, again))
+                warm_runs.append(warm_run())
             median_s, median_run = sorted(warm_runs, key=lambda item: item[0])[
                 (len(warm_runs) - 1) // 2
             ]
@@ -373,9 +374,7 @@ def run(
                     scale_rates[_scale_label(scale)] = round(
                         d1_persons / stages["pipeline"]["seconds"] / cores, 1
                     )
-                    scale_rss[_scale_label(scale)] = round(pipeline_rss.peak_mb, 1)
-                    scale_anon[_scale_label(scale)] = round(pipeline_rss.peak_anon_mb, 1)
-                    scale_workers[_scale_label(scale)] = round(pipeline_rss.peak_workers_mb, 1)
+                    scale_memory[_scale_label(scale)] = pipeline_rss
                     continue
                 scaled = round(persons * scale)
                 scale_raw = Path(tmp) / f"raw_x{_scale_label(scale)}"
@@ -387,9 +386,7 @@ def run(
                     run_pipeline(spark, scale_raw, scale_delta, load_date=D0)
                 seconds = stages[f"pipeline_x{_scale_label(scale)}"]["seconds"]
                 scale_rates[_scale_label(scale)] = round(scaled / seconds / cores, 1)
-                scale_rss[_scale_label(scale)] = round(rss.peak_mb, 1)
-                scale_anon[_scale_label(scale)] = round(rss.peak_anon_mb, 1)
-                scale_workers[_scale_label(scale)] = round(rss.peak_workers_mb, 1)
+                scale_memory[_scale_label(scale)] = rss
                 shutil.rmtree(scale_raw, ignore_errors=True)
                 shutil.rmtree(scale_delta, ignore_errors=True)
         finally:
@@ -437,9 +434,11 @@ def run(
         "baseline_counts": {k: stages["baseline"][k] for k in ("inserted", "updated", "deleted")},
         "diff_after_sync": sum(diffs.values()),
         "scale_rows_per_s_per_core": scale_rates,
-        "scale_driver_peak_rss_mb": scale_rss,
-        "scale_driver_peak_anon_mb": scale_anon,
-        "scale_python_workers_peak_rss_mb": scale_workers,
+        "scale_driver_peak_rss_mb": {k: round(m.peak_mb, 1) for k, m in scale_memory.items()},
+        "scale_driver_peak_anon_mb": {k: round(m.peak_anon_mb, 1) for k, m in scale_memory.items()},
+        "scale_python_workers_peak_rss_mb": {
+            k: round(m.peak_workers_mb, 1) for k, m in scale_memory.items()
+        },
         "driver_peak_rss_mb": round(max(optimized_rss.peak_mb, sync_rss_mb), 1),
         "driver_python_peak_rss_mb": round(optimized_rss.peak_python_mb, 1),
         "baseline_driver_peak_rss_mb": round(baseline_rss_mb, 1),
