@@ -115,11 +115,15 @@ class PeakRss:
         while not self._stop.wait(0.05):
             try:
                 own = self._proc.memory_info()
-                driver, workers = [own], []
-                for child in self._proc.children(recursive=True):
-                    (workers if self._is_worker(child) else driver).append(child.memory_info())
+                children = self._proc.children(recursive=True)
             except psutil.Error:
                 continue
+            driver, workers = [own], []
+            for child in children:
+                try:
+                    (workers if self._is_worker(child) else driver).append(child.memory_info())
+                except psutil.Error:
+                    continue  # gone, or a zombie (the JVM never reaps a shell it runs)
             self.peak_python_mb = max(self.peak_python_mb, own.rss / 2**20)
             self.peak_mb = max(self.peak_mb, sum(m.rss for m in driver) / 2**20)
             anon = sum(m.rss - getattr(m, "shared", 0) for m in driver)

@@ -134,3 +134,29 @@ def test_peak_rss_counts_pyspark_python_workers_apart_from_the_driver() -> None:
     assert rss.peak_workers_mb >= 200
     assert rss.peak_mb < before.peak_mb + 100  # the driver's figure leaves it out
     assert 0 < rss.peak_anon_mb <= rss.peak_mb
+
+
+def test_peak_rss_samples_past_a_zombie_child() -> None:
+    """The local JVM runs a shell it never reaps: a zombie child (whose command line psutil
+    refuses) is left out of the sample instead of discarding the whole sample."""
+    import sys
+    import time
+
+    import psutil
+
+    from bi_platform.cadastral.bench import PeakRss
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.05)
+        with PeakRss() as rss:
+            time.sleep(0.3)
+        assert psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE  # still unreaped
+    finally:
+        zombie.wait()
+    own_mb = psutil.Process().memory_info().rss / 2**20
+    assert rss.peak_mb >= own_mb / 2 and rss.peak_python_mb > 0
+    assert 0 < rss.peak_anon_mb <= rss.peak_mb
