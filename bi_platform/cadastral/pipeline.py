@@ -3,9 +3,11 @@ each committing its own Delta version, as the assets. Used by ``bi-platform benc
 cadastral`` and the tests.
 
 Inside one run, a stage's output is persisted while it is written and handed to the
-stages after it as is (hash-partitioned by ``chave_pessoa`` like every stage output), so
-``coletapedt002`` joins the persons without a shuffle and ``cadastro_consolidado`` joins
-the four outputs in place rather than reading each back from Delta and shuffling it.
+stages after it as is: keyed by the raw document number (:data:`.transforms.PERSON`) and
+hash-partitioned by it like every stage output, so ``coletapedt002`` joins the persons
+without a shuffle and ``cadastro_consolidado`` joins the four outputs in place rather
+than reading each back from Delta and shuffling it. What is written is
+:func:`.transforms.published`: without that key.
 Each stage's Spark work is measured (:mod:`.spark_metrics`): ``PipelineRun.metrics``.
 """
 
@@ -89,7 +91,8 @@ def run_pipeline(
         with collector.measure(name) as metrics:
             outputs = build()
             for table, df in outputs.items():
-                run.commits[table] = write_delta(df, table_uri(delta_root, table))
+                uri = table_uri(delta_root, table)
+                run.commits[table] = write_delta(transforms.published(df), uri)
         run.metrics[name] = metrics
         run.seconds[name] = time.perf_counter() - started
         log.info("%s: %.2f s", name, run.seconds[name])
@@ -105,7 +108,7 @@ def run_pipeline(
     def stage_001():
         out = transforms.coletapedt001_outputs(source("pedt001"), lookups)
         kept.append(out.shared)  # persisted: the persons are a filter over it
-        return {"coletapedt001": out.rows, "coletapedt001_quarantine": out.quarantine}
+        return {"coletapedt001": out.keyed_rows, "coletapedt001_quarantine": out.quarantine}
 
     try:
         p001 = stage("coletapedt001", stage_001)["coletapedt001"]
@@ -117,15 +120,19 @@ def run_pipeline(
         p002 = stage("coletapedt002", stage_002)["coletapedt002"]
         p003 = stage(
             "coletapedt003",
-            lambda: {"coletapedt003": keep(transforms.coletapedt003(source("pedt003")))},
+            lambda: {
+                "coletapedt003": keep(transforms.coletapedt003(source("pedt003"), keep_person=True))
+            },
         )["coletapedt003"]
         p205 = stage(
             "coletapedt205",
             lambda: {
-                "coletapedt205": keep(transforms.coletapedt205(source("pedt205"), max_asset_types))
+                "coletapedt205": keep(
+                    transforms.coletapedt205(source("pedt205"), max_asset_types, keep_person=True)
+                )
             },
         )["coletapedt205"]
-        # The four outputs are still persisted and hash-partitioned alike by chave_pessoa:
+        # The four outputs are still persisted and hash-partitioned alike by the raw key:
         # the consolidated table joins them in place instead of reading them back.
         stage(
             "cadastro_consolidado",

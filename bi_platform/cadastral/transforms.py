@@ -6,14 +6,19 @@ aggregation per person for "latest contact per type" (``max`` over a
 ``struct(pedatalt, pesequen, ...)``, no windows or self-joins) and for the asset set
 (``array_sort(collect_set)`` + ``slice``), no UDFs and no ``collect()``.
 
-Shuffles: every stage hashes ``penumper`` once into ``chave_pessoa`` and repartitions by
-it once, into exactly ``spark.sql.shuffle.partitions`` partitions; the per-person
-aggregation (and any exact-duplicate removal) then runs without another shuffle, and
-every stage's output is hash-partitioned alike, so joins of outputs that are still
-persisted (``coletapedt002`` on the persons, ``cadastro_consolidado``) need no shuffle.
+Shuffles: every stage repartitions its well-formed rows by the raw ``penumper`` once
+(as :data:`PERSON`), into exactly ``spark.sql.shuffle.partitions`` partitions; the
+per-person aggregation (and any exact-duplicate removal) then runs without another
+shuffle, and ``chave_pessoa`` (``sha2(penumper, 256)``) is computed once per output row,
+not once per source row. Stage outputs built for the stages after them in the same run
+(:func:`bi_platform.cadastral.pipeline.run_pipeline`) keep :data:`PERSON` and are
+hash-partitioned alike, so joins of outputs that are still persisted (``coletapedt002``
+on the persons, ``cadastro_consolidado``) need no shuffle.
 
-The raw document number never leaves: outputs and quarantine carry ``chave_pessoa``
-(``sha2(penumper, 256)``) only, and quarantine ``value`` is null for ``penumper``.
+The raw document number never leaves: what is written carries ``chave_pessoa`` only
+(:func:`published` drops :data:`PERSON`), and quarantine ``value`` is null for
+``penumper``. Inside a run the number exists where Spark keeps intermediate data (shuffle
+files, persisted blocks, under ``spark.local.dir``), as the source rows themselves do.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEY = "chave_pessoa"
+#: The in-run key: the raw document number, carried by stage outputs only while they are
+#: handed to the stages after them in one run; never written (see :func:`published`).
+PERSON = "_penumper"
 DATE = LOAD_DATE_COLUMN
 PENUMPER_PATTERN = r"^(\d{11}|\d{14})$"
 
@@ -143,15 +151,17 @@ def key_partitions(df: DataFrame) -> int:
     return int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
 
 
-def _keyed(df: DataFrame, *columns: str | Column) -> DataFrame:
-    """Rows with a well-formed penumper, hashed once into ``chave_pessoa`` and
-    hash-partitioned by it into :func:`key_partitions` partitions (the stage's only
-    shuffle)."""
-    return (
-        df.where(_valid_penumper())
-        .select(_chave().alias(KEY), *columns)
-        .repartition(key_partitions(df), KEY)
-    )
+def published(df: DataFrame) -> DataFrame:
+    """``df`` as it is written: without the in-run key :data:`PERSON`."""
+    return df.drop(PERSON)
+
+
+def _keyed(df: DataFrame, *columns: str | Column, key: str = PERSON) -> DataFrame:
+    """Rows with a well-formed penumper, keyed by ``key`` (the raw number as
+    :data:`PERSON`, or its hash as ``chave_pessoa``) and hash-partitioned by it into
+    :func:`key_partitions` partitions (the stage's only shuffle)."""
+    keyed = F.col("penumper").alias(PERSON) if key == PERSON else _chave().alias(KEY)
+    return df.where(_valid_penumper()).select(keyed, *columns).repartition(key_partitions(df), key)
 
 
 def _trimmed_or_null(column: str) -> Column:
@@ -163,12 +173,14 @@ def _trimmed_or_null(column: str) -> Column:
 class Coletapedt001:
     """The outputs of ``coletapedt001`` and ``shared``, the persisted per-person table
     both derive from (release it with ``shared.unpersist()`` once both are written;
-    nothing else is persisted). ``rows`` is ``shared`` without its conflicting persons:
-    a filter over the cache, hash-partitioned by ``chave_pessoa`` like it."""
+    nothing else is persisted). ``keyed_rows`` is ``shared`` without its conflicting
+    persons: a filter over the cache, hash-partitioned by :data:`PERSON` like it, for the
+    stages after it in the same run; ``rows`` is the same without :data:`PERSON`."""
 
     rows: DataFrame
     quarantine: DataFrame
     shared: DataFrame
+    keyed_rows: DataFrame
 
 
 _UNIQUE = "_unico"
@@ -187,9 +199,9 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
     record = F.struct(*PEDT001_FIELDS, DATE)
     decoded = (
         _keyed(pedt001, *PEDT001_FIELDS, DATE)
-        .groupBy(KEY)
+        .groupBy(PERSON)
         .agg(F.min(record).alias("_lo"), F.max(record).alias("_hi"))
-        .select(KEY, (F.col("_lo") == F.col("_hi")).alias(_UNIQUE), "_lo.*")
+        .select(PERSON, (F.col("_lo") == F.col("_hi")).alias(_UNIQUE), "_lo.*")
         .join(F.broadcast(lookups.person_types), "petipper", "left")
         .join(F.broadcast(lookups.civil_status), "peestciv", "left")
         .join(F.broadcast(lookups.sexes), "pesexper", "left")
@@ -197,7 +209,8 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
     )
     segment = F.upper(F.trim(F.col("pesegmen")))
     shared = decoded.select(
-        KEY,
+        PERSON,
+        _chave(PERSON).alias(KEY),
         "tipo_pessoa",
         F.concat_ws(
             " ", *(_trimmed_or_null(c) for c in ("penomper", "pepriape", "pesegape"))
@@ -216,34 +229,34 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
     # The quarantine, in one more pass over the source: every malformed row and every row
     # of a conflicting person (their keys are few: broadcast), once per distinct row.
     valid = _valid_penumper()
-    conflicting = shared.where(~F.col(_UNIQUE)).select(KEY, F.lit(True).alias("_conflito"))
+    conflicting = shared.where(~F.col(_UNIQUE)).select(PERSON, F.lit(True).alias("_conflito"))
     # a conflicting person's rows are distinct by the columns the transform reads; a
     # malformed row by all of its columns
     extra = [c for c in pedt001.columns if c not in ("penumper", *PEDT001_FIELDS, DATE)]
     quarantine = (
         pedt001.select(
             valid.alias("_valido"),
-            F.when(valid, _chave()).alias(KEY),
+            F.when(valid, F.col("penumper")).alias(PERSON),
             "penumper",
             *PEDT001_FIELDS,
             DATE,
             *(F.when(~valid, F.col(c)).alias(c) for c in extra),
         )
-        .join(F.broadcast(conflicting), KEY, "left")
+        .join(F.broadcast(conflicting), PERSON, "left")
         .where(~F.col("_valido") | F.col("_conflito").isNotNull())
         .dropDuplicates(["penumper", *PEDT001_FIELDS, DATE, *extra])
         .select(
             *_quarantine(
                 "pedt001",
-                F.col(KEY),
+                F.when(F.col("_valido"), _chave()),
                 "penumper",
                 F.lit(None),
                 F.when(F.col("_valido"), REASON_CONFLICT).otherwise(REASON_MALFORMED),
             )
         )
     )
-    rows = shared.where(F.col(_UNIQUE)).drop(_UNIQUE)
-    return Coletapedt001(rows, quarantine, shared)
+    keyed_rows = shared.where(F.col(_UNIQUE)).drop(_UNIQUE)
+    return Coletapedt001(published(keyed_rows), quarantine, shared, keyed_rows)
 
 
 def coletapedt001(pedt001: DataFrame, lookups: Lookups) -> tuple[DataFrame, DataFrame]:
@@ -258,8 +271,16 @@ def coletapedt002(
     pedt002: DataFrame, pessoas: DataFrame, lookups: Lookups
 ) -> tuple[DataFrame, DataFrame]:
     """State of birth (broadcast join), naturalidade and parents of every person; persons
-    with an invalid state code go to quarantine instead."""
-    people = pessoas.select(KEY, "cod_uf_nascimento", DATE).join(
+    with an invalid state code go to quarantine instead.
+
+    ``pessoas`` handed over in the same run (``keyed_rows`` of
+    :func:`coletapedt001_outputs`) carries :data:`PERSON`: the parents are keyed by it
+    and the rows keep it. Read back from its table, the persons have ``chave_pessoa``
+    only, and the parents are keyed by its hash.
+    """
+    key = PERSON if PERSON in pessoas.columns else KEY
+    carried = [PERSON] if key == PERSON else []
+    people = pessoas.select(*carried, KEY, "cod_uf_nascimento", DATE).join(
         F.broadcast(lookups.states), "cod_uf_nascimento", "left"
     )
     quarantine = people.where(F.col("uf_nascimento").isNull()).select(
@@ -269,14 +290,15 @@ def coletapedt002(
     )
     # Exact duplicates collapse and divergent ones keep the greatest triple: one max.
     parents = (
-        _keyed(pedt002, "penomnat", "penommae", "penompai")
-        .groupBy(KEY)
+        _keyed(pedt002, "penomnat", "penommae", "penompai", key=key)
+        .groupBy(key)
         .agg(F.max(F.struct("penomnat", "penommae", "penompai")).alias("_p"))
     )
     rows = (
         people.where(F.col("uf_nascimento").isNotNull())
-        .join(parents, KEY, "left")
+        .join(parents, key, "left")
         .select(
+            *carried,
             KEY,
             "uf_nascimento",
             "estado_nascimento",
@@ -302,9 +324,10 @@ def _candidate(contact_type: str, *payload: Column) -> Column:
     return F.when(wanted, F.struct("pedatalt", "pesequen", *payload)).alias(contact_type)
 
 
-def coletapedt003(pedt003: DataFrame) -> DataFrame:
+def coletapedt003(pedt003: DataFrame, *, keep_person: bool = False) -> DataFrame:
     """Latest e-mail, residential and commercial address of every person with contacts:
-    the greatest ``(pedatalt, pesequen)`` candidate of each type, one ``max`` each."""
+    the greatest ``(pedatalt, pesequen)`` candidate of each type, one ``max`` each.
+    ``keep_person``: the rows keep :data:`PERSON` (for the stages after it in a run)."""
     candidates = _keyed(
         pedt003,
         _candidate("E", F.lower(F.trim(F.col("peemail"))).alias("email")),
@@ -312,11 +335,12 @@ def coletapedt003(pedt003: DataFrame) -> DataFrame:
         _candidate("C", *_ADDRESS),
         DATE,
     )
-    latest = candidates.groupBy(KEY).agg(
+    latest = candidates.groupBy(PERSON).agg(
         *(F.max(code).alias(code) for code in ("E", "R", "C")), F.max(DATE).alias(DATE)
     )
     return latest.select(
-        KEY,
+        PERSON,
+        _chave(PERSON).alias(KEY),
         F.col("E.email").alias("email"),
         F.col("E.pedatalt").alias("data_email"),
         *(
@@ -327,7 +351,7 @@ def coletapedt003(pedt003: DataFrame) -> DataFrame:
         F.col("R.pedatalt").alias("data_endereco_residencial"),
         F.col("C.pedatalt").alias("data_endereco_comercial"),
         DATE,
-    ).select(*COLETAPEDT003_COLUMNS)
+    ).select(*([PERSON] if keep_person else []), *COLETAPEDT003_COLUMNS)
 
 
 COLETAPEDT003_COLUMNS = (
@@ -348,14 +372,17 @@ COLETAPEDT003_COLUMNS = (
 )
 
 
-def coletapedt205(pedt205: DataFrame, max_asset_types: int) -> DataFrame:
-    """Asset types (sorted distinct, capped), count and total value per person."""
+def coletapedt205(
+    pedt205: DataFrame, max_asset_types: int, *, keep_person: bool = False
+) -> DataFrame:
+    """Asset types (sorted distinct, capped), count and total value per person.
+    ``keep_person``: the rows keep :data:`PERSON` (for the stages after it in a run)."""
     if max_asset_types < 1:
         raise ValueError(f"max_asset_types must be >= 1, got {max_asset_types}")
     assets = (
         _keyed(pedt205, "pecodbem", "petipbem", "pevalbem", "pedatalt", DATE)
         .dropDuplicates()
-        .groupBy(KEY)
+        .groupBy(PERSON)
         .agg(
             F.array_sort(F.collect_set("petipbem")).alias("_tipos"),
             F.count(F.lit(1)).alias("qtd_bens"),
@@ -364,7 +391,8 @@ def coletapedt205(pedt205: DataFrame, max_asset_types: int) -> DataFrame:
         )
     )
     return assets.select(
-        KEY,
+        *([PERSON] if keep_person else []),
+        _chave(PERSON).alias(KEY),
         F.slice("_tipos", 1, max_asset_types).alias("tipos_bens"),
         (F.size("_tipos") > max_asset_types).alias("tipos_bens_truncado"),
         F.col("qtd_bens").cast("long").alias("qtd_bens"),
@@ -381,10 +409,18 @@ def cadastro_consolidado(
     The current state of each person, without ``dat_ref_carga``: the load date belongs to
     the snapshot (the Delta version's metadata), not to the row. Kept in the row, it would
     change every row's hash on every load and turn each daily sync into a full rewrite.
+
+    Inputs handed over in the same run carry :data:`PERSON` and join on it; tables read
+    back join on ``chave_pessoa``. The result never carries :data:`PERSON`.
     """
+    parts = (p002, p003, p205)
+    in_run = all(PERSON in df.columns for df in (p001, *parts))
     consolidated = p001.drop("cod_uf_nascimento", DATE)
-    for part in (p002, p003, p205):
+    for part in parts:
         # co-partitioned inputs (the pipeline's persisted stage outputs) join in place;
         # Spark picks the join (a sort-merge join spills where a hash map cannot)
-        consolidated = consolidated.join(part.drop(DATE), KEY, "left")
-    return consolidated
+        if in_run:
+            consolidated = consolidated.join(part.drop(DATE, KEY), PERSON, "left")
+        else:
+            consolidated = consolidated.join(published(part).drop(DATE), KEY, "left")
+    return published(consolidated)

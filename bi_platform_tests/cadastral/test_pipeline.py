@@ -19,7 +19,7 @@ from bi_platform_tests.cadastral.naive_reference import (
     naive_coletapedt003,
     naive_coletapedt205,
 )
-from bi_platform_tests.cadastral.test_transforms import assert_same
+from bi_platform_tests.cadastral.test_transforms import assert_no_raw_penumper, assert_same
 
 LOAD = date(2025, 3, 31)
 
@@ -58,6 +58,11 @@ def test_pipeline_tables_equal_the_naive_reference_and_report_stage_metrics(
         # Parquet keeps no "contains no null" flag on arrays: compare in the table's types.
         aligned = naive.select(*(naive[f.name].cast(f.dataType) for f in written.schema))
         assert_same(written, aligned)
+    # the stages hand each other the raw document number; what they write never has it
+    assert_no_raw_penumper(
+        [read_delta(spark, table_uri(delta, table)) for table in TABLES],
+        [source(table) for table in ("pedt001", "pedt002", "pedt003", "pedt205")],
+    )
 
     metrics = run.metrics
     assert list(metrics) == list(run.seconds)

@@ -161,17 +161,27 @@ def test_sample_shapes(sample, sample_outputs):
     assert "dat_ref_carga" not in consolidated.columns  # the snapshot's, not the row's
 
 
-def test_no_raw_penumper_leaves(sample, sample_outputs):
+def assert_no_raw_penumper(outputs: list[DataFrame], sources: list[DataFrame]) -> None:
+    """No output has the in-run key column or any string value that is a source's
+    document number."""
     raw = {
         r["penumper"]
-        for table in ("pedt001", "pedt002", "pedt003", "pedt205")
-        for r in sample[table].select("penumper").where("penumper <> ''").distinct().collect()
+        for source in sources
+        for r in source.select("penumper").where("penumper <> ''").distinct().collect()
     }
     assert raw
-    for optimized, _ in sample_outputs.values():
-        strings = [f.name for f in optimized.schema if isinstance(f.dataType, T.StringType)]
-        values = {v for row in optimized.select(*strings).collect() for v in row if v is not None}
+    for output in outputs:
+        assert transforms.PERSON not in output.columns
+        strings = [f.name for f in output.schema if isinstance(f.dataType, T.StringType)]
+        values = {v for row in output.select(*strings).collect() for v in row if v is not None}
         assert not values & raw
+
+
+def test_no_raw_penumper_leaves(sample, sample_outputs):
+    assert_no_raw_penumper(
+        [optimized for optimized, _ in sample_outputs.values()],
+        [sample[table] for table in ("pedt001", "pedt002", "pedt003", "pedt205")],
+    )
 
 
 # --- hand-built edge cases -------------------------------------------------------------
@@ -439,3 +449,30 @@ def test_sources_latest_date_and_errors(spark, tmp_path):
     with pytest.raises(SourceMissingError, match="no load date"):
         latest_load_date(tmp_path, "pedt002")
     assert issubclass(SourceMissingError, FileNotFoundError)
+
+
+@pytest.mark.parametrize("sources", ["edge_sources", "sample"])
+def test_in_run_handover_equals_the_tables_read_back(request, sources, lookups):
+    """The pipeline hands stage outputs on keyed by the raw number (:data:`PERSON`); the
+    assets read them back keyed by ``chave_pessoa``: both give the same tables."""
+    src = request.getfixturevalue(sources)
+    public = run_both(src, lookups)
+    out = transforms.coletapedt001_outputs(src["pedt001"], lookups)
+    p002, q002 = transforms.coletapedt002(src["pedt002"], out.keyed_rows, lookups)
+    p003 = transforms.coletapedt003(src["pedt003"], keep_person=True)
+    p205 = transforms.coletapedt205(src["pedt205"], CAP, keep_person=True)
+    consolidated = transforms.cadastro_consolidado(out.keyed_rows, p002, p003, p205)
+    assert all(transforms.PERSON in df.columns for df in (out.keyed_rows, p002, p003, p205))
+    assert transforms.PERSON not in consolidated.columns
+    handed_over = {
+        "coletapedt001": out.keyed_rows,
+        "quarantine001": out.quarantine,
+        "coletapedt002": p002,
+        "quarantine002": q002,
+        "coletapedt003": p003,
+        "coletapedt205": p205,
+        "cadastro_consolidado": consolidated,
+    }
+    for name, df in handed_over.items():
+        assert_same(transforms.published(df), public[name][0])
+    out.shared.unpersist()
