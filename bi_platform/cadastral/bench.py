@@ -40,12 +40,16 @@ The driver's peak RSS is sampled (this Python process plus the local JVM, withou
 PySpark's Python workers: ``scale_python_workers_peak_rss_mb``) from the first
 pipeline through the syncs (``driver_peak_rss_mb``), apart during the baseline, and per
 scale during that scale's pipeline run (``scale_driver_peak_rss_mb``; without the
-file-backed pages, ``scale_driver_peak_anon_mb``).
+file-backed pages, ``scale_driver_peak_anon_mb``; the JVM alone,
+``scale_driver_jvm_peak_rss_mb``). The source snapshots are generated in a child process,
+so the memory the generator held is not counted as the driver's.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -101,6 +105,7 @@ class PeakRss:
         self.peak_mb = 0.0
         self.peak_anon_mb = 0.0
         self.peak_python_mb = 0.0
+        self.peak_jvm_mb = 0.0
         self.peak_workers_mb = 0.0
         self._workers: dict[psutil.Process, bool] = {}
         self._stop = threading.Event()
@@ -125,6 +130,7 @@ class PeakRss:
                 except psutil.Error:
                     continue  # gone, or a zombie (the JVM never reaps a shell it runs)
             self.peak_python_mb = max(self.peak_python_mb, own.rss / 2**20)
+            self.peak_jvm_mb = max(self.peak_jvm_mb, sum(m.rss for m in driver[1:]) / 2**20)
             self.peak_mb = max(self.peak_mb, sum(m.rss for m in driver) / 2**20)
             anon = sum(m.rss - getattr(m, "shared", 0) for m in driver)
             self.peak_anon_mb = max(self.peak_anon_mb, anon / 2**20)
@@ -139,6 +145,14 @@ class PeakRss:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def _in_child(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a fresh (spawned) process: what it allocates is freed
+    with the process instead of staying in this one's RSS."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
 
 
 @contextmanager
@@ -236,8 +250,9 @@ def run(
         raw_root, delta_root = Path(tmp) / "raw", Path(tmp) / "delta"
         progress(f"generating {persons:,} persons (D0) and a change set (D1)")
         with _timed(stages, "generate", persons):
-            generate_cadastral_sources(raw_root, persons=persons, load_date=D0)
-            change = generate_change_set(
+            _in_child(generate_cadastral_sources, raw_root, persons=persons, load_date=D0)
+            change = _in_child(
+                generate_change_set,
                 raw_root,
                 from_date=D0,
                 to_date=D1,
@@ -384,7 +399,7 @@ def run(
                 scale_raw = Path(tmp) / f"raw_x{_scale_label(scale)}"
                 scale_delta = Path(tmp) / f"delta_x{_scale_label(scale)}"
                 progress(f"scale x{_scale_label(scale)}: generating {scaled:,} persons")
-                generate_cadastral_sources(scale_raw, persons=scaled, load_date=D0)
+                _in_child(generate_cadastral_sources, scale_raw, persons=scaled, load_date=D0)
                 progress(f"scale x{_scale_label(scale)}: pipeline on {scaled:,} persons")
                 with PeakRss() as rss, _timed(stages, f"pipeline_x{_scale_label(scale)}", scaled):
                     run_pipeline(spark, scale_raw, scale_delta, load_date=D0)
@@ -440,6 +455,9 @@ def run(
         "scale_rows_per_s_per_core": scale_rates,
         "scale_driver_peak_rss_mb": {k: round(m.peak_mb, 1) for k, m in scale_memory.items()},
         "scale_driver_peak_anon_mb": {k: round(m.peak_anon_mb, 1) for k, m in scale_memory.items()},
+        "scale_driver_jvm_peak_rss_mb": {
+            k: round(m.peak_jvm_mb, 1) for k, m in scale_memory.items()
+        },
         "scale_python_workers_peak_rss_mb": {
             k: round(m.peak_workers_mb, 1) for k, m in scale_memory.items()
         },

@@ -86,6 +86,8 @@ def test_bench_cadastral_prints_the_json_line(tmp_path: Path, pg_cluster: LocalP
     assert set(report["scale_driver_peak_rss_mb"]) == {"1", "2"}
     anon, rss = report["scale_driver_peak_anon_mb"], report["scale_driver_peak_rss_mb"]
     assert set(anon) == {"1", "2"} and all(0 < anon[k] <= rss[k] for k in anon)
+    jvm = report["scale_driver_jvm_peak_rss_mb"]  # the local JVM, without this process
+    assert set(jvm) == {"1", "2"} and all(0 < jvm[k] < rss[k] for k in jvm)
     assert set(report["scale_python_workers_peak_rss_mb"]) == {"1", "2"}
     # Spark's own stage metrics of the warm pipeline, per stage
     metrics = report["pipeline_stage_metrics"]
