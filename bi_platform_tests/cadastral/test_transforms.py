@@ -15,6 +15,7 @@ from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
 from bi_platform.cadastral import transforms
+from bi_platform.cadastral.reference import SOURCE_TABLES
 from bi_platform.cadastral.sample import generate_cadastral_sources
 from bi_platform.cadastral.sources import (
     SourceMissingError,
@@ -180,7 +181,7 @@ def assert_no_raw_penumper(outputs: list[DataFrame], sources: list[DataFrame]) -
 def test_no_raw_penumper_leaves(sample, sample_outputs):
     assert_no_raw_penumper(
         [optimized for optimized, _ in sample_outputs.values()],
-        [sample[table] for table in ("pedt001", "pedt002", "pedt003", "pedt205")],
+        [sample[table] for table in SOURCE_TABLES],
     )
 
 
@@ -451,12 +452,14 @@ def test_sources_latest_date_and_errors(spark, tmp_path):
     assert issubclass(SourceMissingError, FileNotFoundError)
 
 
-@pytest.mark.parametrize("sources", ["edge_sources", "sample"])
-def test_in_run_handover_equals_the_tables_read_back(request, sources, lookups):
+@pytest.mark.parametrize(
+    ("sources", "outputs"), [("edge_sources", "edge_outputs"), ("sample", "sample_outputs")]
+)
+def test_in_run_handover_equals_the_tables_read_back(request, sources, outputs, lookups):
     """The pipeline hands stage outputs on keyed by the raw number (:data:`PERSON`); the
     assets read them back keyed by ``chave_pessoa``: both give the same tables."""
     src = request.getfixturevalue(sources)
-    public = run_both(src, lookups)
+    public = request.getfixturevalue(outputs)  # the module's run_both of these sources
     out = transforms.coletapedt001_outputs(src["pedt001"], lookups)
     p002, q002 = transforms.coletapedt002(src["pedt002"], out.keyed_rows, lookups)
     p003 = transforms.coletapedt003(src["pedt003"], keep_person=True)
