@@ -790,7 +790,7 @@ def sync_to_postgres(
             log.info("sync %s.%s: diff: shuffle join (full compare)", SCHEMA, table)
         if diff is None:
             diff = _diff(old, source, key)
-        diff = diff.persist(StorageLevel.MEMORY_AND_DISK)
+        diff = diff.persist(StorageLevel.MEMORY_AND_DISK_DESER)
         changed, repeated = None, False
         try:
             if same_version:
@@ -816,7 +816,7 @@ def sync_to_postgres(
                     )
                     diff.unpersist()
                     diff_kind = "shuffle"
-                    diff = _diff(old, source, key).persist(StorageLevel.MEMORY_AND_DISK)
+                    diff = _diff(old, source, key).persist(StorageLevel.MEMORY_AND_DISK_DESER)
                     counts = _count_ops(diff)
                     changed = None
             n_changes = counts["I"] + counts["U"] + counts["D"]

@@ -99,7 +99,7 @@ def run_pipeline(
         return outputs
 
     def keep(df):
-        kept.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        kept.append(df.persist(StorageLevel.MEMORY_AND_DISK_DESER))
         return df
 
     def source(table: str):

@@ -210,7 +210,7 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
         partition = self._partition(context)
         if self.hand_off_in_run:
             # Kept for the steps of this process that read this very version (load_input).
-            obj.persist(StorageLevel.MEMORY_AND_DISK)
+            obj.persist(StorageLevel.MEMORY_AND_DISK_DESER)
         # The DataFrame is lazy: writing it runs the asset's Spark work, measured here.
         with StageMetricsCollector(obj.sparkSession).measure(
             context.asset_key.to_user_string()

@@ -4,7 +4,8 @@ One consolidated ``select`` per stage, the code tables of
 :mod:`bi_platform.cadastral.reference` as broadcast joins (no ``when()`` chains), one
 aggregation per person for "latest contact per type" (``max`` over a
 ``struct(pedatalt, pesequen, ...)``, no windows or self-joins) and for the asset set
-(``array_sort(collect_set)`` + ``slice``), no UDFs and no ``collect()``.
+(the set of the person's distinct rows, then ``array_sort`` + ``slice`` of their types),
+no UDFs and no ``collect()``.
 
 Shuffles: every stage repartitions its well-formed rows by the raw ``penumper`` once
 (as :data:`PERSON`), into exactly ``spark.sql.shuffle.partitions`` partitions; the
@@ -225,7 +226,7 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
         F.col("peusualt").alias("usuario_alteracao"),
         DATE,
         _UNIQUE,
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    ).persist(StorageLevel.MEMORY_AND_DISK_DESER)
     # The quarantine, in one more pass over the source: every malformed row and every row
     # of a conflicting person (their keys are few: broadcast), once per distinct row.
     valid = _valid_penumper()
@@ -376,19 +377,36 @@ def coletapedt205(
     pedt205: DataFrame, max_asset_types: int, *, keep_person: bool = False
 ) -> DataFrame:
     """Asset types (sorted distinct, capped), count and total value per person.
-    ``keep_person``: the rows keep :data:`PERSON` (for the stages after it in a run)."""
+
+    One aggregation after the by-key shuffle: the set of each person's distinct rows
+    (exact duplicates collapse in it), from which the count, the total value and the
+    load date are computed, and the set of their types. ``keep_person``: the rows keep
+    :data:`PERSON` (for the stages after it in a run).
+    """
     if max_asset_types < 1:
         raise ValueError(f"max_asset_types must be >= 1, got {max_asset_types}")
-    assets = (
-        _keyed(pedt205, "pecodbem", "petipbem", "pevalbem", "pedatalt", DATE)
-        .dropDuplicates()
+    row = F.struct("pecodbem", "petipbem", "pevalbem", "pedatalt", DATE)
+    distinct_rows = (
+        _keyed(pedt205, "petipbem", row.alias("_row"))
         .groupBy(PERSON)
-        .agg(
-            F.array_sort(F.collect_set("petipbem")).alias("_tipos"),
-            F.count(F.lit(1)).alias("qtd_bens"),
-            F.sum("pevalbem").alias("_total"),
-            F.max(DATE).alias(DATE),
-        )
+        .agg(F.collect_set("_row").alias("_rows"), F.collect_set("petipbem").alias("_tipos"))
+    )
+    valued = F.filter("_rows", lambda r: r["pevalbem"].isNotNull())
+    # the sum of the values that are not null, null when none is (as SQL's sum)
+    total = F.when(
+        F.size(valued) > 0,
+        F.aggregate(
+            valued,
+            F.lit(0).cast(_TOTAL),
+            lambda acc, r: (acc + r["pevalbem"]).cast(_TOTAL),
+        ),
+    )
+    assets = distinct_rows.select(
+        PERSON,
+        F.array_sort("_tipos").alias("_tipos"),
+        F.size("_rows").alias("qtd_bens"),
+        total.alias("_total"),
+        F.array_max(F.transform("_rows", lambda r: r[DATE])).alias(DATE),
     )
     return assets.select(
         *([PERSON] if keep_person else []),
@@ -399,6 +417,11 @@ def coletapedt205(
         F.col("_total").cast("decimal(18,2)").alias("valor_total_bens"),
         DATE,
     )
+
+
+#: The type a person's total asset value is summed in: SQL's ``sum`` of decimal(18,2),
+#: before it is cast to the column's decimal(18,2).
+_TOTAL = "decimal(28,2)"
 
 
 def cadastro_consolidado(

@@ -298,6 +298,8 @@ def _p205(spark):
     rows += [(A, "B0", "TERRENO", Decimal("10.50"), date(2024, 1, 1))]  # exact duplicate
     rows += [(A, "B9", "TERRENO", Decimal("1.25"), date(2024, 1, 1))]  # same type again
     rows += [(B, "B1", "AUTOMOVEL", Decimal("100.00"), date(2024, 1, 1))]
+    rows += [(B, "B2", None, None, date(2024, 1, 1))]  # no type, no value: counted only
+    rows += [(E, "B1", None, None, None)] * 2  # nothing but nulls, twice: one asset
     rows += [("1234567890", "B1", "AUTOMOVEL", Decimal("1.00"), date(2024, 1, 1))]
     return spark.createDataFrame([(*r, LOAD) for r in rows], schema)
 
@@ -402,7 +404,7 @@ def test_pedt003_latest_contact_ties_broken_by_pesequen(edge_outputs):
 
 def test_pedt205_asset_cap_and_truncation(edge_outputs):
     rows = _by_key(edge_outputs["coletapedt205"][0])
-    assert set(rows) == {sha(A), sha(B)}
+    assert set(rows) == {sha(A), sha(B), sha(E)}
     ana = rows[sha(A)]
     assert ana["tipos_bens"] == sorted(ASSET_KINDS)[:CAP]
     assert ana["tipos_bens_truncado"] is True
@@ -412,8 +414,12 @@ def test_pedt205_asset_cap_and_truncation(edge_outputs):
     assert (bia["tipos_bens"], bia["tipos_bens_truncado"], bia["qtd_bens"]) == (
         ["AUTOMOVEL"],
         False,
-        1,
+        2,
     )
+    assert bia["valor_total_bens"] == Decimal("100.00")
+    eva = rows[sha(E)]
+    assert (eva["tipos_bens"], eva["tipos_bens_truncado"], eva["qtd_bens"]) == ([], False, 1)
+    assert eva["valor_total_bens"] is None
     schema = {f.name: f.dataType for f in edge_outputs["coletapedt205"][0].schema}
     assert schema["valor_total_bens"] == T.DecimalType(18, 2)
     assert schema["qtd_bens"] == T.LongType()
