@@ -22,7 +22,7 @@ import logging
 import math
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -238,12 +238,16 @@ def write_delta(
     mode: str = "overwrite",
     description: str | None = None,
     commit_metadata: Mapping[str, str] | None = None,
+    plain_columns: Collection[str] = (),
 ) -> DeltaCommit:
     """Write ``df`` as a new version of the Delta table at ``uri`` (created if missing).
 
     ``mode`` is ``"overwrite"`` (the new version holds only these rows) or ``"append"``.
     ``commit_metadata`` is stored in the version's commit info (see
-    :func:`latest_version_where`). The files are written by Spark, then committed in one
+    :func:`latest_version_where`). ``plain_columns``: columns of ``df`` written without
+    Parquet dictionary encoding (values nearly unique per row, such as keys and hashes,
+    where the dictionary only costs time before the writer gives it up); names not in
+    ``df`` are ignored. The files are written by Spark, then committed in one
     transaction: a failure at any point leaves the table at its previous version.
     """
     if mode not in WRITE_MODES:
@@ -252,8 +256,11 @@ def write_delta(
     data_dir = root / DATA_DIR / str(uuid.uuid4())
     previous = table_version(root)
     try:
+        writer = df.write
+        for column in (c for c in df.columns if c in set(plain_columns)):
+            writer = writer.option(f"parquet.enable.dictionary#{column}", "false")
         # "error" (= errorifexists): the only spelling Spark Connect accepts too
-        df.write.mode("error").parquet(str(data_dir))
+        writer.mode("error").parquet(str(data_dir))
         actions, schema, rows, size = _add_actions(root, _written_files(data_dir))
         if schema is None:
             schema = _spark_arrow_schema(df)

@@ -43,6 +43,7 @@ from bi_platform.cadastral.reference import (
     SEXES,
     STATES,
 )
+from bi_platform.cadastral.row_hash import ROW_HASH
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -55,6 +56,23 @@ KEY = "chave_pessoa"
 PERSON = "_penumper"
 DATE = LOAD_DATE_COLUMN
 PENUMPER_PATTERN = r"^(\d{11}|\d{14})$"
+
+#: Output columns whose values are (nearly) unique per person: the key, names, e-mail,
+#: street addresses, the total asset value, the consolidated row's hash. Written without
+#: Parquet dictionary encoding (``plain_columns`` of
+#: :func:`bi_platform.cadastral.delta.write_delta`): the writer would fill a dictionary
+#: page with them only to fall back to plain values.
+NEAR_UNIQUE_COLUMNS = (
+    KEY,
+    "nome_completo",
+    "nome_mae",
+    "nome_pai",
+    "email",
+    "endereco_residencial",
+    "endereco_comercial",
+    "valor_total_bens",
+    ROW_HASH,
+)
 
 REASON_MALFORMED = "penumper malformado"
 REASON_CONFLICT = "penumper duplicado com conteudo divergente"

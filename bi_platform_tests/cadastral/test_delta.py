@@ -132,6 +132,27 @@ def test_restore_is_a_new_version(spark, tmp_path: Path) -> None:
     assert history(uri)[0]["operation"] == "RESTORE"
 
 
+def test_plain_columns_are_written_without_a_dictionary(spark, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    uri = tmp_path / "plain"
+    # few distinct values, repeated: the writer keeps a dictionary where it may
+    rows = [(f"k{i % 3}", i % 4, *ROWS[0][2:]) for i in range(1000)]
+    commit = write_delta(
+        _frame(spark, rows, partitions=1), uri, plain_columns=("chave_pessoa", "not_a_column")
+    )
+    assert commit.rows == len(rows)
+    (path,) = DeltaTable(str(uri)).file_uris()
+    chunks = pq.ParquetFile(path).metadata.row_group(0)
+    dictionary = {
+        chunks.column(i).path_in_schema: chunks.column(i).has_dictionary_page
+        for i in range(chunks.num_columns)
+    }
+    assert dictionary["chave_pessoa"] is False
+    assert dictionary["idade"] is True  # every other column keeps Parquet's default
+    assert _rows(read_delta(spark, uri)) == _rows(_frame(spark, rows))
+
+
 def test_empty_dataframe_commits_an_empty_version(spark, tmp_path: Path) -> None:
     uri = tmp_path / "vazio"
     empty = spark.createDataFrame([], SCHEMA)
