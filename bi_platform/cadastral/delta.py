@@ -257,7 +257,8 @@ def write_delta(
     previous = table_version(root)
     try:
         writer = df.write
-        for column in (c for c in df.columns if c in set(plain_columns)):
+        plain = set(plain_columns)
+        for column in (c for c in df.columns if c in plain):
             writer = writer.option(f"parquet.enable.dictionary#{column}", "false")
         # "error" (= errorifexists): the only spelling Spark Connect accepts too
         writer.mode("error").parquet(str(data_dir))

@@ -714,7 +714,8 @@ def sync_to_postgres(
     attempts per apply partition on transient errors.
     """
     import pyarrow.compute as pc
-    from pyspark import StorageLevel
+
+    from bi_platform.cadastral.spark_session import CACHE_LEVEL
 
     started = time.monotonic()
     faults = faults or SyncFaults()
@@ -790,7 +791,7 @@ def sync_to_postgres(
             log.info("sync %s.%s: diff: shuffle join (full compare)", SCHEMA, table)
         if diff is None:
             diff = _diff(old, source, key)
-        diff = diff.persist(StorageLevel.MEMORY_AND_DISK_DESER)
+        diff = diff.persist(CACHE_LEVEL)
         changed, repeated = None, False
         try:
             if same_version:
@@ -816,7 +817,7 @@ def sync_to_postgres(
                     )
                     diff.unpersist()
                     diff_kind = "shuffle"
-                    diff = _diff(old, source, key).persist(StorageLevel.MEMORY_AND_DISK_DESER)
+                    diff = _diff(old, source, key).persist(CACHE_LEVEL)
                     counts = _count_ops(diff)
                     changed = None
             n_changes = counts["I"] + counts["U"] + counts["D"]

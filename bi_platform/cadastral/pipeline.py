@@ -20,13 +20,12 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyspark import StorageLevel
-
 from bi_platform.cadastral import transforms
 from bi_platform.cadastral.delta import DeltaCommit, write_delta
 from bi_platform.cadastral.row_hash import with_row_hash
 from bi_platform.cadastral.sources import latest_load_date, read_source
 from bi_platform.cadastral.spark_metrics import StageMetrics, StageMetricsCollector
+from bi_platform.cadastral.spark_session import CACHE_LEVEL
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -101,7 +100,7 @@ def run_pipeline(
         return outputs
 
     def keep(df):
-        kept.append(df.persist(StorageLevel.MEMORY_AND_DISK_DESER))
+        kept.append(df.persist(CACHE_LEVEL))
         return df
 
     def source(table: str):

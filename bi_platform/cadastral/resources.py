@@ -25,7 +25,7 @@ from bi_platform.cadastral.delta import (
     write_delta,
 )
 from bi_platform.cadastral.spark_metrics import StageMetrics, StageMetricsCollector
-from bi_platform.cadastral.spark_session import start_spark
+from bi_platform.cadastral.spark_session import CACHE_LEVEL, start_spark
 from bi_platform.cadastral.transforms import NEAR_UNIQUE_COLUMNS
 from bi_platform.settings import Settings, get_settings
 
@@ -205,13 +205,11 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
             raise dg.DagsterInvariantViolationError(
                 f"DeltaSparkIOManager expects a Spark DataFrame, got {type(obj).__name__}"
             )
-        from pyspark import StorageLevel
-
         uri = self._table_uri(context)
         partition = self._partition(context)
         if self.hand_off_in_run:
             # Kept for the steps of this process that read this very version (load_input).
-            obj.persist(StorageLevel.MEMORY_AND_DISK_DESER)
+            obj.persist(CACHE_LEVEL)
         # The DataFrame is lazy: writing it runs the asset's Spark work, measured here.
         with StageMetricsCollector(obj.sparkSession).measure(
             context.asset_key.to_user_string()

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The storage level of every DataFrame the cadastral code keeps for reuse: memory, then
+#: disk, deserialized. PySpark's ``StorageLevel.MEMORY_AND_DISK`` is the *serialized*
+#: level (unlike Scala's): every cached batch would be serialized when stored and
+#: deserialized on every read.
+CACHE_LEVEL = pyspark.StorageLevel.MEMORY_AND_DISK_DESER
+
 
 def total_cores(settings: Settings) -> int:
     """``SPARK_TOTAL_CORES``, else this machine's usable cores."""

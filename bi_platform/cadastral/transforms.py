@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pyspark import StorageLevel
 from pyspark.sql import Column
 from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
@@ -44,6 +43,7 @@ from bi_platform.cadastral.reference import (
     STATES,
 )
 from bi_platform.cadastral.row_hash import ROW_HASH
+from bi_platform.cadastral.spark_session import CACHE_LEVEL
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -244,7 +244,7 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
         F.col("peusualt").alias("usuario_alteracao"),
         DATE,
         _UNIQUE,
-    ).persist(StorageLevel.MEMORY_AND_DISK_DESER)
+    ).persist(CACHE_LEVEL)
     # The quarantine, in one more pass over the source: every malformed row and every row
     # of a conflicting person (their keys are few: broadcast), once per distinct row.
     valid = _valid_penumper()
