@@ -7,7 +7,7 @@ stages after it as is: keyed by the raw document number (:data:`.transforms.PERS
 hash-partitioned by it like every stage output, so ``coletapedt002`` joins the persons
 without a shuffle and ``cadastro_consolidado`` joins the four outputs in place rather
 than reading each back from Delta and shuffling it. What is written is
-:func:`.transforms.published`: without that key.
+:func:`.transforms.published`: ``chave_pessoa`` in place of that key.
 Each stage's Spark work is measured (:mod:`.spark_metrics`): ``PipelineRun.metrics``.
 """
 
@@ -92,7 +92,7 @@ def run_pipeline(
             for table, df in outputs.items():
                 uri = table_uri(delta_root, table)
                 run.commits[table] = write_delta(
-                    transforms.published(df), uri, plain_columns=transforms.NEAR_UNIQUE_COLUMNS
+                    transforms.published(df), uri, plain_columns=transforms.HIGH_CARDINALITY_COLUMNS
                 )
         run.metrics[name] = metrics
         run.seconds[name] = time.perf_counter() - started

@@ -26,7 +26,7 @@ from bi_platform.cadastral.delta import (
 )
 from bi_platform.cadastral.spark_metrics import StageMetrics, StageMetricsCollector
 from bi_platform.cadastral.spark_session import CACHE_LEVEL, start_spark
-from bi_platform.cadastral.transforms import NEAR_UNIQUE_COLUMNS
+from bi_platform.cadastral.transforms import HIGH_CARDINALITY_COLUMNS
 from bi_platform.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class DeltaSparkIOManager(dg.ConfigurableIOManager):
                 mode="overwrite",
                 description=f"dagster run {context.run_id}",
                 commit_metadata={LOAD_DATE_METADATA: partition} if partition else None,
-                plain_columns=NEAR_UNIQUE_COLUMNS,
+                plain_columns=HIGH_CARDINALITY_COLUMNS,
             )
         context.log.info(
             f"Delta table {commit.uri}: version {commit.version}, {commit.rows} rows "

@@ -12,12 +12,13 @@ Shuffles: every stage repartitions its well-formed rows by the raw ``penumper`` 
 per-person aggregation (and any exact-duplicate removal) then runs without another
 shuffle, and ``chave_pessoa`` (``sha2(penumper, 256)``) is computed once per output row,
 not once per source row. Stage outputs built for the stages after them in the same run
-(:func:`bi_platform.cadastral.pipeline.run_pipeline`) keep :data:`PERSON` and are
-hash-partitioned alike, so joins of outputs that are still persisted (``coletapedt002``
-on the persons, ``cadastro_consolidado``) need no shuffle.
+(:func:`bi_platform.cadastral.pipeline.run_pipeline`) carry :data:`PERSON` in place of
+``chave_pessoa`` (the 64-character key is derived only when a table is written, never
+persisted) and are hash-partitioned alike, so joins of outputs that are still persisted
+(``coletapedt002`` on the persons, ``cadastro_consolidado``) need no shuffle.
 
 The raw document number never leaves: what is written carries ``chave_pessoa`` only
-(:func:`published` drops :data:`PERSON`), and quarantine ``value`` is null for
+(:func:`published` replaces :data:`PERSON` by it), and quarantine ``value`` is null for
 ``penumper``. Inside a run the number exists where Spark keeps intermediate data (shuffle
 files, persisted blocks, under ``spark.local.dir``), as the source rows themselves do.
 """
@@ -28,7 +29,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
 from pyspark.sql import Column
 from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
@@ -57,12 +57,13 @@ PERSON = "_penumper"
 DATE = LOAD_DATE_COLUMN
 PENUMPER_PATTERN = r"^(\d{11}|\d{14})$"
 
-#: Output columns whose values are (nearly) unique per person: the key, names, e-mail,
-#: street addresses, the total asset value, the consolidated row's hash. Written without
-#: Parquet dictionary encoding (``plain_columns`` of
+#: Output columns with too many distinct values for a Parquet dictionary: nearly unique
+#: per person (the key, names, e-mail, street addresses, the total asset value, the
+#: consolidated row's hash) or spread over tens of thousands of values (dates of birth,
+#: postal codes). Written without dictionary encoding (``plain_columns`` of
 #: :func:`bi_platform.cadastral.delta.write_delta`): the writer would fill a dictionary
-#: page with them only to fall back to plain values.
-NEAR_UNIQUE_COLUMNS = (
+#: page with them only to fall back to plain values on the first page.
+HIGH_CARDINALITY_COLUMNS = (
     KEY,
     "nome_completo",
     "nome_mae",
@@ -72,6 +73,9 @@ NEAR_UNIQUE_COLUMNS = (
     "endereco_comercial",
     "valor_total_bens",
     ROW_HASH,
+    "data_nascimento",
+    "cep_residencial",
+    "cep_comercial",
 )
 
 REASON_MALFORMED = "penumper malformado"
@@ -117,13 +121,16 @@ class Lookups:
 
 
 def _code_table(spark: SparkSession, code: str, names: list[str], rows: list[tuple]) -> DataFrame:
-    """A code table built from an Arrow table: a local relation, which Spark broadcasts
-    from the driver without a job (a list of tuples becomes an RDD, and each broadcast of
-    it a Spark job)."""
+    """A code table as an inline ``VALUES`` table (the values bound as SQL parameters):
+    a local relation of non-null strings, read from the driver's memory. (Built with
+    ``createDataFrame``, from tuples or Arrow, it is an RDD the Python side serializes,
+    and each broadcast of it deserializes it again.)"""
     columns = [code, *names]
-    schema = T.StructType([T.StructField(c, T.StringType(), False) for c in columns])
-    table = pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)})
-    return spark.createDataFrame(table, schema)
+    args = {f"v{i}_{j}": value for i, row in enumerate(rows) for j, value in enumerate(row)}
+    values = ", ".join(
+        "(" + ", ".join(f":v{i}_{j}" for j in range(len(row))) + ")" for i, row in enumerate(rows)
+    )
+    return spark.sql(f"SELECT * FROM VALUES {values} AS t({', '.join(columns)})", args=args)
 
 
 def lookup_tables(spark: SparkSession) -> Lookups:
@@ -171,7 +178,10 @@ def key_partitions(df: DataFrame) -> int:
 
 
 def published(df: DataFrame) -> DataFrame:
-    """``df`` as it is written: without the in-run key :data:`PERSON`."""
+    """``df`` as it is written: ``chave_pessoa`` first instead of the in-run key
+    :data:`PERSON` (derived from it when ``df`` does not have it yet)."""
+    if PERSON in df.columns and KEY not in df.columns:
+        return df.select(_chave(PERSON).alias(KEY), *(c for c in df.columns if c != PERSON))
     return df.drop(PERSON)
 
 
@@ -194,7 +204,8 @@ class Coletapedt001:
     both derive from (release it with ``shared.unpersist()`` once both are written;
     nothing else is persisted). ``keyed_rows`` is ``shared`` without its conflicting
     persons: a filter over the cache, hash-partitioned by :data:`PERSON` like it, for the
-    stages after it in the same run; ``rows`` is the same without :data:`PERSON`."""
+    stages after it in the same run; ``rows`` is the same as written (:func:`published`:
+    ``chave_pessoa`` in place of :data:`PERSON`)."""
 
     rows: DataFrame
     quarantine: DataFrame
@@ -229,7 +240,6 @@ def coletapedt001_outputs(pedt001: DataFrame, lookups: Lookups) -> Coletapedt001
     segment = F.upper(F.trim(F.col("pesegmen")))
     shared = decoded.select(
         PERSON,
-        _chave(PERSON).alias(KEY),
         "tipo_pessoa",
         F.concat_ws(
             " ", *(_trimmed_or_null(c) for c in ("penomper", "pepriape", "pesegape"))
@@ -293,19 +303,18 @@ def coletapedt002(
     with an invalid state code go to quarantine instead.
 
     ``pessoas`` handed over in the same run (``keyed_rows`` of
-    :func:`coletapedt001_outputs`) carries :data:`PERSON`: the parents are keyed by it
-    and the rows keep it. Read back from its table, the persons have ``chave_pessoa``
-    only, and the parents are keyed by its hash.
+    :func:`coletapedt001_outputs`) carries :data:`PERSON` and no ``chave_pessoa``: the
+    parents are keyed by it and the rows keep it in place of ``chave_pessoa``. Read back
+    from its table, the persons have ``chave_pessoa`` only, and the parents are keyed by
+    its hash.
     """
     key = PERSON if PERSON in pessoas.columns else KEY
-    carried = [PERSON] if key == PERSON else []
-    people = pessoas.select(*carried, KEY, "cod_uf_nascimento", DATE).join(
+    people = pessoas.select(key, "cod_uf_nascimento", DATE).join(
         F.broadcast(lookups.states), "cod_uf_nascimento", "left"
     )
+    chave = _chave(PERSON) if key == PERSON else F.col(KEY)
     quarantine = people.where(F.col("uf_nascimento").isNull()).select(
-        *_quarantine(
-            "pedt001", F.col(KEY), "penacper", F.col("cod_uf_nascimento"), REASON_INVALID_UF
-        )
+        *_quarantine("pedt001", chave, "penacper", F.col("cod_uf_nascimento"), REASON_INVALID_UF)
     )
     # Exact duplicates collapse and divergent ones keep the greatest triple: one max.
     parents = (
@@ -317,8 +326,7 @@ def coletapedt002(
         people.where(F.col("uf_nascimento").isNotNull())
         .join(parents, key, "left")
         .select(
-            *carried,
-            KEY,
+            key,
             "uf_nascimento",
             "estado_nascimento",
             "regiao_nascimento",
@@ -346,7 +354,8 @@ def _candidate(contact_type: str, *payload: Column) -> Column:
 def coletapedt003(pedt003: DataFrame, *, keep_person: bool = False) -> DataFrame:
     """Latest e-mail, residential and commercial address of every person with contacts:
     the greatest ``(pedatalt, pesequen)`` candidate of each type, one ``max`` each.
-    ``keep_person``: the rows keep :data:`PERSON` (for the stages after it in a run)."""
+    ``keep_person``: the rows carry :data:`PERSON` in place of ``chave_pessoa`` (for the
+    stages after it in a run)."""
     candidates = _keyed(
         pedt003,
         _candidate("E", F.lower(F.trim(F.col("peemail"))).alias("email")),
@@ -357,9 +366,9 @@ def coletapedt003(pedt003: DataFrame, *, keep_person: bool = False) -> DataFrame
     latest = candidates.groupBy(PERSON).agg(
         *(F.max(code).alias(code) for code in ("E", "R", "C")), F.max(DATE).alias(DATE)
     )
+    key = PERSON if keep_person else KEY
     return latest.select(
-        PERSON,
-        _chave(PERSON).alias(KEY),
+        PERSON if keep_person else _chave(PERSON).alias(KEY),
         F.col("E.email").alias("email"),
         F.col("E.pedatalt").alias("data_email"),
         *(
@@ -370,7 +379,7 @@ def coletapedt003(pedt003: DataFrame, *, keep_person: bool = False) -> DataFrame
         F.col("R.pedatalt").alias("data_endereco_residencial"),
         F.col("C.pedatalt").alias("data_endereco_comercial"),
         DATE,
-    ).select(*([PERSON] if keep_person else []), *COLETAPEDT003_COLUMNS)
+    ).select(key, *COLETAPEDT003_COLUMNS[1:])
 
 
 COLETAPEDT003_COLUMNS = (
@@ -398,8 +407,8 @@ def coletapedt205(
 
     One aggregation after the by-key shuffle: the set of each person's distinct rows
     (exact duplicates collapse in it), from which the count, the total value and the
-    load date are computed, and the set of their types. ``keep_person``: the rows keep
-    :data:`PERSON` (for the stages after it in a run).
+    load date are computed, and the set of their types. ``keep_person``: the rows carry
+    :data:`PERSON` in place of ``chave_pessoa`` (for the stages after it in a run).
     """
     if max_asset_types < 1:
         raise ValueError(f"max_asset_types must be >= 1, got {max_asset_types}")
@@ -427,8 +436,7 @@ def coletapedt205(
         F.array_max(F.transform("_rows", lambda r: r[DATE])).alias(DATE),
     )
     return assets.select(
-        *([PERSON] if keep_person else []),
-        _chave(PERSON).alias(KEY),
+        PERSON if keep_person else _chave(PERSON).alias(KEY),
         F.slice("_tipos", 1, max_asset_types).alias("tipos_bens"),
         (F.size("_tipos") > max_asset_types).alias("tipos_bens_truncado"),
         F.col("qtd_bens").cast("long").alias("qtd_bens"),
@@ -452,7 +460,8 @@ def cadastro_consolidado(
     change every row's hash on every load and turn each daily sync into a full rewrite.
 
     Inputs handed over in the same run carry :data:`PERSON` and join on it; tables read
-    back join on ``chave_pessoa``. The result never carries :data:`PERSON`.
+    back join on ``chave_pessoa``. The result never carries :data:`PERSON`: its
+    ``chave_pessoa`` is that of ``p001`` (derived from :data:`PERSON` for in-run inputs).
     """
     parts = (p002, p003, p205)
     in_run = all(PERSON in df.columns for df in (p001, *parts))
@@ -461,7 +470,7 @@ def cadastro_consolidado(
         # co-partitioned inputs (the pipeline's persisted stage outputs) join in place;
         # Spark picks the join (a sort-merge join spills where a hash map cannot)
         if in_run:
-            consolidated = consolidated.join(part.drop(DATE, KEY), PERSON, "left")
+            consolidated = consolidated.join(part.drop(DATE), PERSON, "left")
         else:
             consolidated = consolidated.join(published(part).drop(DATE), KEY, "left")
     return published(consolidated)

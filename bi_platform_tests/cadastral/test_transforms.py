@@ -15,7 +15,7 @@ from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
 from bi_platform.cadastral import transforms
-from bi_platform.cadastral.reference import SOURCE_TABLES
+from bi_platform.cadastral.reference import PERSON_TYPES, SOURCE_TABLES, STATES
 from bi_platform.cadastral.sample import generate_cadastral_sources
 from bi_platform.cadastral.sources import (
     SourceMissingError,
@@ -85,6 +85,17 @@ def run_both(sources: dict[str, DataFrame], lookups) -> dict[str, tuple[DataFram
 @pytest.fixture(scope="module")
 def lookups(spark):
     return transforms.lookup_tables(spark)
+
+
+def test_code_tables_are_local_relations_of_the_reference_codes(lookups):
+    """Each code table is an inline table held by the driver (broadcast without building
+    an RDD), with exactly the reference's codes and names, none null."""
+    for table in (lookups.person_types, lookups.civil_status, lookups.sexes):
+        assert table._jdf.queryExecution().optimizedPlan().nodeName() == "LocalRelation"
+        assert not any(field.nullable for field in table.schema.fields)
+    assert dict(tuple(row) for row in lookups.person_types.collect()) == PERSON_TYPES
+    states = {row[0]: tuple(row[1:]) for row in lookups.states.collect()}
+    assert states == {code: tuple(values) for code, values in STATES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -472,6 +483,9 @@ def test_in_run_handover_equals_the_tables_read_back(request, sources, outputs, 
     p205 = transforms.coletapedt205(src["pedt205"], CAP, keep_person=True)
     consolidated = transforms.cadastro_consolidado(out.keyed_rows, p002, p003, p205)
     assert all(transforms.PERSON in df.columns for df in (out.keyed_rows, p002, p003, p205))
+    # the persisted hand-overs hold the raw number only; the 64-character key is derived
+    # when a table is written
+    assert all(transforms.KEY not in df.columns for df in (out.keyed_rows, p002, p003, p205))
     assert transforms.PERSON not in consolidated.columns
     handed_over = {
         "coletapedt001": out.keyed_rows,
