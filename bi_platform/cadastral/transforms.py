@@ -366,9 +366,8 @@ def coletapedt003(pedt003: DataFrame, *, keep_person: bool = False) -> DataFrame
     latest = candidates.groupBy(PERSON).agg(
         *(F.max(code).alias(code) for code in ("E", "R", "C")), F.max(DATE).alias(DATE)
     )
-    key = PERSON if keep_person else KEY
     return latest.select(
-        PERSON if keep_person else _chave(PERSON).alias(KEY),
+        PERSON,
         F.col("E.email").alias("email"),
         F.col("E.pedatalt").alias("data_email"),
         *(
@@ -379,7 +378,7 @@ def coletapedt003(pedt003: DataFrame, *, keep_person: bool = False) -> DataFrame
         F.col("R.pedatalt").alias("data_endereco_residencial"),
         F.col("C.pedatalt").alias("data_endereco_comercial"),
         DATE,
-    ).select(key, *COLETAPEDT003_COLUMNS[1:])
+    ).select(PERSON if keep_person else _chave(PERSON).alias(KEY), *COLETAPEDT003_COLUMNS[1:])
 
 
 COLETAPEDT003_COLUMNS = (

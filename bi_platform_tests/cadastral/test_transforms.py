@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import date
 from decimal import Decimal
@@ -90,9 +91,10 @@ def lookups(spark):
 def test_code_tables_are_local_relations_of_the_reference_codes(lookups):
     """Each code table is an inline table held by the driver (broadcast without building
     an RDD), with exactly the reference's codes and names, none null."""
-    for table in (lookups.person_types, lookups.civil_status, lookups.sexes):
+    for code_table in dataclasses.fields(lookups):
+        table = getattr(lookups, code_table.name)
         assert table._jdf.queryExecution().optimizedPlan().nodeName() == "LocalRelation"
-        assert not any(field.nullable for field in table.schema.fields)
+        assert not any(column.nullable for column in table.schema.fields)
     assert dict(tuple(row) for row in lookups.person_types.collect()) == PERSON_TYPES
     states = {row[0]: tuple(row[1:]) for row in lookups.states.collect()}
     assert states == {code: tuple(values) for code, values in STATES.items()}
