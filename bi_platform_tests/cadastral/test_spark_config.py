@@ -6,6 +6,7 @@ import pytest
 
 from bi_platform.cadastral.spark_config import (
     CODEGEN_CACHE_ENTRIES,
+    LOCAL_DRIVER_JAVA_OPTIONS,
     broadcast_threshold_mb,
     default_parallelism,
     shuffle_partitions,
@@ -60,6 +61,17 @@ def test_jdbc_jar_added_only_when_present(tmp_path: Path) -> None:
     assert static_settings("4.3.0", 2, jdbc_jar=jar)["spark.jars"] == str(jar)
 
 
+def test_parallel_collector_only_for_a_local_driver() -> None:
+    local = static_settings("4.3.0", 2, master="local[2]", jdbc_jar=None)
+    assert (
+        local["spark.driver.extraJavaOptions"] == LOCAL_DRIVER_JAVA_OPTIONS == "-XX:+UseParallelGC"
+    )
+    for master in ("spark://127.0.0.1:7077", None):
+        conf = static_settings("4.3.0", 2, master=master, jdbc_jar=None)
+        assert "spark.driver.extraJavaOptions" not in conf
+        assert "spark.executor.extraJavaOptions" not in conf
+
+
 def test_session_runs_with_the_module_settings(spark) -> None:
     assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
     assert spark.conf.get("spark.sql.shuffle.partitions") == "6"
@@ -67,3 +79,9 @@ def test_session_runs_with_the_module_settings(spark) -> None:
     # static: a session's later runs reuse the generated classes of its earlier ones
     assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == str(CODEGEN_CACHE_ENTRIES)
     assert spark.conf.get("spark.sql.inMemoryColumnarStorage.compressed") == "false"
+    # the local driver JVM (which runs the tasks) collects with the parallel collector
+    beans = (
+        spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    )
+    collectors = {beans.get(i).getName() for i in range(beans.size())}
+    assert collectors == {"PS Scavenge", "PS MarkSweep"}
