@@ -366,7 +366,7 @@ def coletapedt003(pedt003: DataFrame, *, keep_person: bool = False) -> DataFrame
     latest = candidates.groupBy(PERSON).agg(
         *(F.max(code).alias(code) for code in ("E", "R", "C")), F.max(DATE).alias(DATE)
     )
-    return latest.select(
+    rows = latest.select(
         PERSON,
         F.col("E.email").alias("email"),
         F.col("E.pedatalt").alias("data_email"),
@@ -378,7 +378,8 @@ def coletapedt003(pedt003: DataFrame, *, keep_person: bool = False) -> DataFrame
         F.col("R.pedatalt").alias("data_endereco_residencial"),
         F.col("C.pedatalt").alias("data_endereco_comercial"),
         DATE,
-    ).select(PERSON if keep_person else _chave(PERSON).alias(KEY), *COLETAPEDT003_COLUMNS[1:])
+    ).select(PERSON, *COLETAPEDT003_COLUMNS[1:])
+    return rows if keep_person else published(rows)
 
 
 COLETAPEDT003_COLUMNS = (
@@ -434,14 +435,15 @@ def coletapedt205(
         total.alias("_total"),
         F.array_max(F.transform("_rows", lambda r: r[DATE])).alias(DATE),
     )
-    return assets.select(
-        PERSON if keep_person else _chave(PERSON).alias(KEY),
+    rows = assets.select(
+        PERSON,
         F.slice("_tipos", 1, max_asset_types).alias("tipos_bens"),
         (F.size("_tipos") > max_asset_types).alias("tipos_bens_truncado"),
         F.col("qtd_bens").cast("long").alias("qtd_bens"),
         F.col("_total").cast("decimal(18,2)").alias("valor_total_bens"),
         DATE,
     )
+    return rows if keep_person else published(rows)
 
 
 #: The type a person's total asset value is summed in: SQL's ``sum`` of decimal(18,2),
